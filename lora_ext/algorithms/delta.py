@@ -1,0 +1,63 @@
+"""``layer_delta``: one adapter + the pristine weight → float32 ΔW and Δb (FORMATS.md §9, §10).
+
+Common steps after the family's raw delta: bridge shapes, add a per-module ``bias`` part to ΔW_raw, take s from a
+``scale`` part if present (else the family's s), then either DoRA (``dora_scale``) or ΔW = m·s·ΔW_raw. Bias deltas
+(``diff_b``, ``b_norm``) are m·Δb_raw, never scaled by s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lora_ext.adapters import LayerAdapter
+from lora_ext.algorithms.common import optional_part
+from lora_ext.algorithms.dora import dora_delta
+from lora_ext.algorithms.registry import FAMILIES, W_DEPENDENT
+from lora_ext.algorithms.shapes import fit_bias, fit_to_weight
+from lora_ext.algorithms.types import LayerDelta
+
+
+def layer_delta(
+    adapter: LayerAdapter,
+    w0: torch.Tensor,
+    multiplier: float,
+    dyn: int | None = None,
+    b0: torch.Tensor | None = None,
+) -> LayerDelta:
+    """The update of one target at multiplier ``multiplier`` (any sign), linear in the multiplier.
+
+    adapter: one file's parts for this target. w0: the pristine weight (or q/k/v row slice), float32, on the device
+    where the math should run. dyn: DyLoRA rank truncation (LoRA family only). b0: the layer's pristine bias, used for
+    shape checks only; None when the layer has no bias.
+    Returns float32 tensors on ``w0.device``: weight with ``w0``'s shape (or None), bias ``[out]`` (or None).
+    Raises AdapterShapeError when the adapter does not fit ``w0``; ValueError for an unknown algorithm name.
+    """
+    family = FAMILIES.get(adapter.algo)
+    if family is None:
+        raise ValueError(f"unknown LoRA algorithm {adapter.algo!r}; known: {', '.join(sorted(FAMILIES))}")
+    what = f"{adapter.algo} adapter" + (f" ({adapter.keys[0]})" if adapter.keys else "")
+    with torch.no_grad(), torch.autocast(device_type=w0.device.type, enabled=False):
+        w0 = w0.to(torch.float32)
+        raw = family(adapter, w0, dyn)
+        scale_part = optional_part(adapter, "scale", w0)
+        scale = float(scale_part.reshape(-1)[0]) if scale_part is not None else raw.scale
+        weight = None
+        if raw.weight is not None:
+            weight = fit_to_weight(raw.weight, w0.shape, what)
+            extra = optional_part(adapter, "bias", w0)
+            if extra is not None:
+                weight = weight + fit_to_weight(extra, w0.shape, f"{what} 'bias' part")
+            magnitude = optional_part(adapter, "dora_scale", w0)
+            if magnitude is not None:
+                weight = dora_delta(w0, scale * weight, magnitude, multiplier, adapter.dora_axis)
+            else:
+                weight = (multiplier * scale) * weight
+        bias = None
+        if raw.bias is not None:
+            bias = multiplier * fit_bias(raw.bias, None if b0 is None else b0.shape, what)
+    return LayerDelta(weight=weight, bias=bias)
+
+
+def delta_is_w_dependent(adapter: LayerAdapter) -> bool:
+    """True when the adapter's ΔW depends on W₀ (IA3, GLoRA, OFT family, anything with DoRA)."""
+    return adapter.algo in W_DEPENDENT or "dora_scale" in adapter.tensors
