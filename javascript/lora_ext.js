@@ -1,0 +1,456 @@
+// lora_ext: LoRA card browser, click-to-insert and toggle of <lora:NAME:W> tags.
+//
+// Loaded by A1111 as a classic script (shared global scope) and injected by the standalone app the same way.
+// Every global name starts with "loraExt" (A1111_CONTRACT §1.6, §13). The pure string functions at the top
+// (loraExtFindTags, loraExtToggleTag, loraExtToggleText, ...) hold the whole insert/toggle logic and touch no DOM,
+// so the browser tests can call them directly.
+
+// ---------------------------------------------------------------------------------------------------------------
+// Pure prompt-editing functions
+// ---------------------------------------------------------------------------------------------------------------
+
+// All <lora:...> / <lyco:...> tags of a prompt: [{start, end, type, name, args}], `end` exclusive.
+// Any argument form is accepted (negative, exponent, extra positional or named arguments, schedules).
+function loraExtFindTags(prompt) {
+    var re = /<(lora|lyco):([^:>]*)((?::[^>]*)?)>/gi;
+    var found = [];
+    var m;
+    while ((m = re.exec(prompt)) !== null) {
+        found.push({start: m.index, end: m.index + m[0].length, type: m[1].toLowerCase(), name: m[2], args: m[3]});
+    }
+    return found;
+}
+
+// The name inside a single tag text such as "<lora:foo:0.8>", or null when the text is not a tag.
+function loraExtTagName(tag) {
+    var tags = loraExtFindTags(tag || "");
+    return tags.length ? tags[0].name : null;
+}
+
+// Remove `text` that was appended with `sep` at [start, end) of `prompt`, together with that separator.
+function loraExtCut(prompt, start, end, sep) {
+    if (sep && start >= sep.length && prompt.slice(start - sep.length, start) === sep) {
+        start -= sep.length;
+    } else if (sep && start === 0 && prompt.slice(end, end + sep.length) === sep) {
+        end += sep.length;
+    } else if (start > 0 && /\s/.test(prompt[start - 1]) && (end === prompt.length || /\s/.test(prompt[end]))) {
+        start -= 1; // the user reformatted the separator: drop one blank so no double space is left behind
+    }
+    return prompt.slice(0, start) + prompt.slice(end);
+}
+
+// Remove every tag naming `name` (lora or lyco, any weight or arguments) plus the activation text that follows it
+// (what a card click inserted) plus the separator before it. Returns {prompt, removed}.
+function loraExtRemoveTag(prompt, name, activation, sep) {
+    var tags = loraExtFindTags(prompt).filter(function(t) { return t.name === name; });
+    var removed = tags.length > 0;
+    for (var i = tags.length - 1; i >= 0; i--) {
+        var start = tags[i].start;
+        var end = tags[i].end;
+        if (activation) {
+            var rest = prompt.slice(end);
+            var blank = rest.match(/^[ \t]*/)[0].length;
+            if (rest.slice(blank, blank + activation.length) === activation) {
+                end += blank + activation.length;
+            }
+        }
+        prompt = loraExtCut(prompt, start, end, sep);
+    }
+    return {prompt: prompt, removed: removed};
+}
+
+// Append `text` to `prompt` with `sep` (nothing before it when the prompt is empty).
+function loraExtAppend(prompt, text, sep) {
+    if (!text) {
+        return prompt;
+    }
+    if (prompt === "") {
+        return text;
+    }
+    return prompt + sep + text;
+}
+
+// Card click on the positive prompt: when the prompt holds a tag with the same name as `tag` (whatever its weight
+// or arguments), remove it with its activation text and separator; otherwise append `tag` + " " + activation.
+function loraExtToggleTag(prompt, tag, activation, sep) {
+    var name = loraExtTagName(tag);
+    if (name !== null) {
+        var res = loraExtRemoveTag(prompt, name, activation, sep);
+        if (res.removed) {
+            return res.prompt;
+        }
+    }
+    return loraExtAppend(prompt, activation ? tag + " " + activation : tag, sep);
+}
+
+// Negative text: `add` true appends it (once), false removes the last occurrence with its separator.
+function loraExtToggleText(prompt, text, sep, add) {
+    if (!text) {
+        return prompt;
+    }
+    var at = prompt.lastIndexOf(text);
+    if (add) {
+        return at >= 0 ? prompt : loraExtAppend(prompt, text, sep);
+    }
+    return at >= 0 ? loraExtCut(prompt, at, at + text.length, sep) : prompt;
+}
+
+// The tag a card inserts: <lora:NAME:W>, W = the card's preferred weight, else the default multiplier.
+function loraExtMakeTag(name, weight, defaultMultiplier) {
+    var w = (weight === null || weight === undefined || weight === "") ? defaultMultiplier : weight;
+    return "<lora:" + name + ":" + String(w) + ">";
+}
+
+// Filter, sort and page card records (plain objects from the server, see lora_ext/ui/cards.py).
+// query: whitespace-separated terms, all must occur in card.search (already lower-case).
+// state: {query, folder, arch, favOnly, sort: "name"|"path"|"created"|"modified"|"size", desc: bool}
+// Returns the matching cards in order.
+function loraExtSelect(cards, state) {
+    var terms = (state.query || "").toLowerCase().split(/\s+/).filter(function(t) { return t.length > 0; });
+    var folder = state.folder || "";
+    var out = [];
+    for (var i = 0; i < cards.length; i++) {
+        var c = cards[i];
+        if (state.favOnly && !c.fav) continue;
+        if (state.arch && state.arch !== "all" && c.arch !== state.arch) continue;
+        if (folder && !(c.folder === folder || c.folder.slice(0, folder.length + 1) === folder + "/")) continue;
+        if (c.hidden && terms.join("").length < 4) continue;
+        var ok = true;
+        for (var j = 0; j < terms.length; j++) {
+            if (c.search.indexOf(terms[j]) < 0) {
+                ok = false;
+                break;
+            }
+        }
+        if (ok) out.push(c);
+    }
+    var key = state.sort || "path";
+    var sign = state.desc ? -1 : 1;
+    out.sort(function(a, b) {
+        var x = a.sort[key];
+        var y = b.sort[key];
+        if (x < y) return -sign;
+        if (x > y) return sign;
+        return a.sort.path < b.sort.path ? -1 : (a.sort.path > b.sort.path ? 1 : 0);
+    });
+    return out;
+}
+
+// All folders (and their parents) of the cards, sorted: ["a", "a/b", "c"].
+function loraExtFolders(cards) {
+    var seen = {};
+    for (var i = 0; i < cards.length; i++) {
+        var parts = cards[i].folder ? cards[i].folder.split("/") : [];
+        for (var j = 1; j <= parts.length; j++) {
+            seen[parts.slice(0, j).join("/")] = true;
+        }
+    }
+    return Object.keys(seen).sort();
+}
+
+function loraExtEscape(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+        .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// DOM glue
+// ---------------------------------------------------------------------------------------------------------------
+
+// Prompt boxes a card may write into, in order of preference when none was focused yet. Each prompt id X_prompt
+// has its negative prompt at X_neg_prompt (A1111 convention, also used by the standalone app).
+var loraExtPromptIds = ["lora_ext_app_prompt", "txt2img_prompt", "img2img_prompt"];
+var loraExtState = {lastPromptId: null, tabs: {}};
+
+function loraExtRoot() {
+    if (typeof gradioApp === "function") {
+        return gradioApp();
+    }
+    var app = document.getElementsByTagName("gradio-app");
+    var el = app.length ? app[0] : document;
+    return el.shadowRoot ? el.shadowRoot : el;
+}
+
+function loraExtTextarea(elemId) {
+    return loraExtRoot().querySelector("#" + elemId + " textarea");
+}
+
+function loraExtNotifyInput(textarea) {
+    if (typeof updateInput === "function") {
+        updateInput(textarea);
+        return;
+    }
+    var e = new Event("input", {bubbles: true});
+    Object.defineProperty(e, "target", {value: textarea});
+    textarea.dispatchEvent(e);
+}
+
+function loraExtActivePromptId() {
+    if (loraExtState.lastPromptId && loraExtTextarea(loraExtState.lastPromptId)) {
+        return loraExtState.lastPromptId;
+    }
+    if (typeof get_uiCurrentTab === "function") {
+        var tab = get_uiCurrentTab();
+        var tabName = tab ? tab.textContent.trim() : "";
+        if (tabName === "img2img" && loraExtTextarea("img2img_prompt")) {
+            return "img2img_prompt";
+        }
+    }
+    for (var i = 0; i < loraExtPromptIds.length; i++) {
+        if (loraExtTextarea(loraExtPromptIds[i])) {
+            return loraExtPromptIds[i];
+        }
+    }
+    return null;
+}
+
+function loraExtOption(key, fallback) {
+    if (typeof opts === "object" && opts !== null && opts[key] !== undefined) {
+        return opts[key];
+    }
+    return fallback;
+}
+
+// Insert or remove a card's tag, activation text and negative text. `card` is the record from the data block.
+function loraExtApplyCard(tab, card) {
+    var promptId = loraExtActivePromptId();
+    if (!promptId) {
+        return;
+    }
+    var sep = loraExtOption("extra_networks_add_text_separator", " ");
+    var multiplier = loraExtOption("extra_networks_default_multiplier", tab.data.default_multiplier);
+    var tag = loraExtMakeTag(card.tag_name, card.weight, multiplier);
+    var box = loraExtTextarea(promptId);
+    var res = loraExtRemoveTag(box.value, card.tag_name, card.activation, sep);
+    box.value = res.removed ? res.prompt : loraExtAppend(box.value, card.activation ? tag + " " + card.activation : tag, sep);
+    loraExtNotifyInput(box);
+    if (card.negative) {
+        var neg = loraExtTextarea(promptId.replace(/_prompt$/, "_neg_prompt"));
+        if (neg) {
+            neg.value = loraExtToggleText(neg.value, card.negative, sep, !res.removed);
+            loraExtNotifyInput(neg);
+        }
+    }
+}
+
+// Send a value to Python through a hidden textbox + hidden button pair (A1111 pattern).
+function loraExtSend(prefix, what, value) {
+    var box = loraExtTextarea(prefix + "_" + what + "_name");
+    var button = loraExtRoot().querySelector("#" + prefix + "_" + what + "_button");
+    if (!box || !button) {
+        return;
+    }
+    box.value = value;
+    loraExtNotifyInput(box);
+    button.click();
+}
+
+function loraExtSaveUiState(tab) {
+    try {
+        localStorage.setItem("loraExt.sort." + tab.prefix, JSON.stringify({sort: tab.state.sort, desc: tab.state.desc}));
+    } catch (e) {
+        // storage may be disabled; sorting still works for this page view
+    }
+}
+
+function loraExtLoadUiState(prefix) {
+    try {
+        var saved = JSON.parse(localStorage.getItem("loraExt.sort." + prefix) || "null");
+        if (saved && typeof saved.sort === "string") {
+            return saved;
+        }
+    } catch (e) {
+        // ignore unreadable state
+    }
+    return {sort: "path", desc: false};
+}
+
+function loraExtRenderFolders(tab) {
+    var pane = tab.root.querySelector(".lora-ext-folders");
+    if (!pane) return;
+    var folders = loraExtFolders(tab.data.cards);
+    var html = ['<button class="lora-ext-folder' + (tab.state.folder === "" ? " lora-ext-selected" : "") +
+        '" data-folder="">All</button>'];
+    for (var i = 0; i < folders.length; i++) {
+        var f = folders[i];
+        var depth = f.split("/").length - 1;
+        var label = f.split("/").pop();
+        html.push('<button class="lora-ext-folder' + (tab.state.folder === f ? " lora-ext-selected" : "") +
+            '" style="padding-left:' + (0.5 + depth) + 'em" data-folder="' + loraExtEscape(f) + '">' +
+            loraExtEscape(label) + '</button>');
+    }
+    pane.innerHTML = html.join("");
+}
+
+function loraExtRender(tab) {
+    if (!tab.data) return;
+    var grid = tab.root.querySelector(".lora-ext-grid");
+    var info = tab.root.querySelector(".lora-ext-pageinfo");
+    if (!grid) return;
+    tab.visible = loraExtSelect(tab.data.cards, tab.state);
+    var size = tab.data.page_size || 60;
+    var pages = Math.max(1, Math.ceil(tab.visible.length / size));
+    tab.state.page = Math.min(Math.max(0, tab.state.page), pages - 1);
+    var slice = tab.visible.slice(tab.state.page * size, (tab.state.page + 1) * size);
+    var html = [];
+    for (var i = 0; i < slice.length; i++) {
+        html.push(slice[i].html);
+    }
+    grid.innerHTML = slice.length ? html.join("") :
+        '<div class="lora-ext-empty">No LoRA matches. Clear the search or the filters, or press Refresh.</div>';
+    if (info) {
+        info.textContent = tab.visible.length + " of " + tab.data.cards.length + " LoRAs, page " +
+            (tab.state.page + 1) + "/" + pages;
+    }
+}
+
+function loraExtReadData(tab) {
+    var el = loraExtRoot().querySelector("#" + tab.prefix + "_data .lora-ext-data");
+    if (!el) return false;
+    var version = el.getAttribute("data-version");
+    if (version === tab.version) return false;
+    tab.version = version;
+    tab.data = JSON.parse(el.textContent);
+    tab.byName = {};
+    for (var i = 0; i < tab.data.cards.length; i++) {
+        tab.byName[tab.data.cards[i].name] = tab.data.cards[i];
+    }
+    return true;
+}
+
+function loraExtSetupTab(root) {
+    var prefix = root.getAttribute("data-prefix");
+    if (loraExtState.tabs[prefix] && loraExtState.tabs[prefix].root === root) {
+        return loraExtState.tabs[prefix];
+    }
+    var saved = loraExtLoadUiState(prefix);
+    var tab = {prefix: prefix, root: root, data: null, version: null, visible: [],
+        state: {query: "", folder: "", arch: "all", favOnly: false, sort: saved.sort, desc: !!saved.desc, page: 0}};
+    loraExtState.tabs[prefix] = tab;
+    var sortSel = root.querySelector(".lora-ext-sort");
+    if (sortSel) sortSel.value = tab.state.sort;
+    var orderBtn = root.querySelector(".lora-ext-order");
+    if (orderBtn) orderBtn.textContent = tab.state.desc ? "↓" : "↑";
+
+    root.addEventListener("input", function(e) {
+        var t = e.target;
+        if (t.classList.contains("lora-ext-search")) {
+            tab.state.query = t.value;
+            tab.state.page = 0;
+            loraExtRender(tab);
+        }
+    });
+    root.addEventListener("change", function(e) {
+        var t = e.target;
+        if (t.classList.contains("lora-ext-sort")) {
+            tab.state.sort = t.value;
+            loraExtSaveUiState(tab);
+        } else if (t.classList.contains("lora-ext-arch")) {
+            tab.state.arch = t.value;
+        } else if (t.classList.contains("lora-ext-favonly")) {
+            tab.state.favOnly = t.checked;
+        } else {
+            return;
+        }
+        tab.state.page = 0;
+        loraExtRender(tab);
+    });
+    root.addEventListener("click", function(e) {
+        var t = e.target;
+        var button = t.closest("button, .lora-ext-card");
+        if (!button || !root.contains(button)) return;
+        var cardEl = t.closest(".lora-ext-card");
+        var card = cardEl ? tab.byName[cardEl.getAttribute("data-name")] : null;
+        if (button.classList.contains("lora-ext-order")) {
+            tab.state.desc = !tab.state.desc;
+            button.textContent = tab.state.desc ? "↓" : "↑";
+            loraExtSaveUiState(tab);
+            loraExtRender(tab);
+        } else if (button.classList.contains("lora-ext-prev")) {
+            tab.state.page -= 1;
+            loraExtRender(tab);
+        } else if (button.classList.contains("lora-ext-next")) {
+            tab.state.page += 1;
+            loraExtRender(tab);
+        } else if (button.classList.contains("lora-ext-folder")) {
+            tab.state.folder = button.getAttribute("data-folder");
+            tab.state.page = 0;
+            loraExtRenderFolders(tab);
+            loraExtRender(tab);
+        } else if (button.classList.contains("lora-ext-fav") && card) {
+            e.stopPropagation();
+            card.fav = !card.fav;
+            button.classList.toggle("lora-ext-on", card.fav);
+            loraExtSend(prefix, "fav", card.name);
+        } else if (button.classList.contains("lora-ext-info") && card) {
+            e.stopPropagation();
+            loraExtSend(prefix, "select", card.name);
+        } else if (button.classList.contains("lora-ext-card") && card) {
+            loraExtApplyCard(tab, card);
+        }
+    });
+    return tab;
+}
+
+// Click on a dataset tag in the inspector: add it to the activation-text box (comma separated).
+function loraExtAddActivationTag(prefix, tagText) {
+    var box = loraExtTextarea(prefix + "_insp_activation");
+    if (!box) return;
+    var parts = box.value.split(",").map(function(s) { return s.trim(); }).filter(function(s) { return s; });
+    if (parts.indexOf(tagText) < 0) {
+        parts.push(tagText);
+    }
+    box.value = parts.join(", ");
+    loraExtNotifyInput(box);
+}
+
+// Find tab roots and (re)read data blocks; cheap enough to run on every DOM mutation batch.
+function loraExtScan() {
+    var roots = loraExtRoot().querySelectorAll(".lora-ext-browser[data-prefix]");
+    for (var i = 0; i < roots.length; i++) {
+        var tab = loraExtSetupTab(roots[i]);
+        if (loraExtReadData(tab)) {
+            loraExtRenderFolders(tab);
+            loraExtRender(tab);
+        }
+    }
+}
+
+function loraExtInit() {
+    if (loraExtState.started) return;
+    loraExtState.started = true;
+    var root = loraExtRoot();
+    root.addEventListener("focusin", function(e) {
+        var t = e.target;
+        if (t.tagName !== "TEXTAREA") return;
+        for (var i = 0; i < loraExtPromptIds.length; i++) {
+            if (t.closest("#" + loraExtPromptIds[i])) {
+                loraExtState.lastPromptId = loraExtPromptIds[i];
+            }
+        }
+    });
+    root.addEventListener("click", function(e) {
+        var tag = e.target.closest ? e.target.closest(".lora-ext-dstag") : null;
+        if (tag) {
+            loraExtAddActivationTag(tag.getAttribute("data-prefix"), tag.getAttribute("data-tag"));
+        }
+    });
+    var pending = false;
+    new MutationObserver(function() {
+        if (pending) return;
+        pending = true;
+        setTimeout(function() {
+            pending = false;
+            loraExtScan();
+        }, 50);
+    }).observe(root, {childList: true, subtree: true});
+    loraExtScan();
+}
+
+if (typeof onUiLoaded === "function") {
+    onUiLoaded(loraExtInit);
+} else if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", loraExtInit);
+} else {
+    loraExtInit();
+}
