@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 
 from lora_ext.adapters import LayerAdapter
+from lora_ext.algorithms.types import AdapterShapeError
 
 
 def part(adapter: LayerAdapter, name: str, like: torch.Tensor) -> torch.Tensor:
-    """Adapter part ``name`` as float32 on ``like``'s device (raises KeyError naming the part when absent)."""
-    try:
-        tensor = adapter.tensors[name]
-    except KeyError:
+    """Adapter part ``name`` as float32 on ``like``'s device (AdapterShapeError naming the part when absent)."""
+    tensor = adapter.tensors.get(name)
+    if tensor is None:
         have = ", ".join(sorted(adapter.tensors)) or "none"
-        raise KeyError(f"{adapter.algo} adapter lacks part {name!r} (has: {have})") from None
+        raise AdapterShapeError(f"{adapter.algo} adapter lacks its part {name!r} (has: {have})")
     return tensor.to(like.device, torch.float32)
 
 

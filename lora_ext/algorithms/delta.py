@@ -12,9 +12,9 @@ import torch
 from lora_ext.adapters import LayerAdapter
 from lora_ext.algorithms.common import optional_part
 from lora_ext.algorithms.dora import dora_delta
-from lora_ext.algorithms.registry import FAMILIES, W_DEPENDENT
+from lora_ext.algorithms.registry import FAMILIES, W_DEPENDENT, Family
 from lora_ext.algorithms.shapes import fit_bias, fit_to_weight
-from lora_ext.algorithms.types import LayerDelta
+from lora_ext.algorithms.types import AdapterShapeError, LayerDelta, RawDelta
 
 
 def layer_delta(
@@ -38,8 +38,8 @@ def layer_delta(
     what = f"{adapter.algo} adapter" + (f" ({adapter.keys[0]})" if adapter.keys else "")
     with torch.no_grad(), torch.autocast(device_type=w0.device.type, enabled=False):
         w0 = w0.to(torch.float32)
-        raw = family(adapter, w0, dyn)
-        scale_part = optional_part(adapter, "scale", w0)
+        raw = _raw_delta(family, adapter, w0, dyn, what)
+        scale_part = None if raw.fixed_scale else optional_part(adapter, "scale", w0)
         scale = float(scale_part.reshape(-1)[0]) if scale_part is not None else raw.scale
         weight = None
         if raw.weight is not None:
@@ -56,6 +56,21 @@ def layer_delta(
         if raw.bias is not None:
             bias = multiplier * fit_bias(raw.bias, None if b0 is None else b0.shape, what)
     return LayerDelta(weight=weight, bias=bias)
+
+
+def _raw_delta(
+    family: Family, adapter: LayerAdapter, w0: torch.Tensor, dyn: int | None, what: str
+) -> RawDelta:
+    """Run the family; a tensor-shape failure inside it becomes an AdapterShapeError naming every shape."""
+    try:
+        return family(adapter, w0, dyn)
+    except RuntimeError as err:
+        if "out of memory" in str(err).lower():
+            raise
+        parts = ", ".join(f"{name} {list(t.shape)}" for name, t in sorted(adapter.tensors.items()))
+        raise AdapterShapeError(
+            f"{what} with parts {parts} cannot be applied to a weight of shape {list(w0.shape)} ({err})"
+        ) from err
 
 
 def delta_is_w_dependent(adapter: LayerAdapter) -> bool:

@@ -41,6 +41,23 @@ def fit_to_weight(delta: torch.Tensor, shape: torch.Size, what: str = "adapter")
     )
 
 
+def unflatten_like(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Reshape a ``[out, in·kh·kw]`` float32 delta (LoHa, LoKr, GLoRA products) towards a weight ``shape``.
+
+    For a 4-D target the columns are split as ``[in', kh, kw]`` whenever they divide by the kernel size, so that a
+    delta with fewer input channels still reaches the inpainting zero-pad in ``fit_to_weight``.
+    """
+    if flat.dim() != 2:
+        return flat
+    if len(shape) == 4 and flat.shape[0] == shape[0]:
+        kernel = shape[2] * shape[3]
+        if flat.shape[1] % kernel == 0:
+            return flat.reshape(flat.shape[0], flat.shape[1] // kernel, shape[2], shape[3])
+    if flat.numel() == torch.Size(shape).numel() and flat.shape[0] == shape[0]:
+        return flat.reshape(shape)
+    return flat
+
+
 def fit_bias(delta: torch.Tensor, shape: torch.Size | None, what: str = "adapter") -> torch.Tensor:
     """Check a bias delta against the layer's bias shape (``None``: the layer has no bias yet; only 1-D is allowed)."""
     if shape is None:

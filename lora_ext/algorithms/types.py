@@ -33,8 +33,10 @@ class RawDelta:
     weight: ΔW_raw, float32, without s and m; any shape that ``shapes.fit_to_weight`` can bridge to ``w0``; or None.
     bias: Δb_raw, float32 ``[out]``, without m (s never applies to a bias delta, as in A1111); or None.
     scale: the family's own s (α/r, or 1 where no scale exists); a ``scale`` part overrides it.
+    fixed_scale: True when a ``scale`` part must be ignored (OFT family: A1111 forces scale 1 there).
     """
 
     weight: torch.Tensor | None
     bias: torch.Tensor | None = None
     scale: float = 1.0
+    fixed_scale: bool = False
