@@ -1,0 +1,176 @@
+"""Fake ``modules.script_callbacks`` (A1111_CONTRACT.md §6, §2).
+
+Faithful where tests depend on it: ``clear_callbacks()``; ``before_ui`` and ``script_unloaded`` run in REVERSE
+registration order (§2); exceptions in callbacks are reported through ``modules.errors.report``, never raised.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import namedtuple
+
+from modules import errors
+
+ScriptCallback = namedtuple("ScriptCallback", ["script", "callback", "name"])
+
+_CATEGORIES = (
+    "callbacks_app_started",
+    "callbacks_app_reload",
+    "callbacks_model_loaded",
+    "callbacks_before_reload",
+    "callbacks_ui_tabs",
+    "callbacks_ui_train_tabs",
+    "callbacks_ui_settings",
+    "callbacks_before_image_saved",
+    "callbacks_image_saved",
+    "callbacks_infotext_pasted",
+    "callbacks_script_unloaded",
+    "callbacks_before_ui",
+    "callbacks_on_reload",
+    "callbacks_list_optimizers",
+    "callbacks_list_unets",
+    "callbacks_before_token_counter",
+    "callbacks_cfg_denoiser",
+    "callbacks_cfg_denoised",
+    "callbacks_cfg_after_cfg",
+)
+
+callback_map: dict[str, list[ScriptCallback]] = {c: [] for c in _CATEGORIES}
+
+
+def clear_callbacks():
+    """§1.2: called at the start of every ``scripts.load_scripts``."""
+    for callback_list in callback_map.values():
+        callback_list.clear()
+
+
+def _add_callback(category, fun, *, name=None):
+    stack = [x for x in inspect.stack() if x.filename != __file__]
+    filename = stack[0].filename if stack else "unknown file"
+    callback_map[category].append(ScriptCallback(filename, fun, name or f"{filename}/{category}"))
+
+
+def _run(category, *args, reverse=False):
+    items = list(callback_map[category])
+    if reverse:
+        items = list(reversed(items))
+    results = []
+    for c in items:
+        try:
+            results.append(c.callback(*args))
+        except Exception as e:  # §6: reported, not raised
+            errors.report(f"Error executing callback {c.name}: {e}", exc_info=True)
+    return results
+
+
+# --- invokers (called by the webui) ------------------------------------------------------------------------------
+def app_started_callback(demo, app):
+    _run("callbacks_app_started", demo, app)
+
+
+def app_reload_callback():
+    _run("callbacks_on_reload")
+
+
+def model_loaded_callback(sd_model):
+    _run("callbacks_model_loaded", sd_model)
+
+
+def before_reload_callback():
+    _run("callbacks_before_reload")
+
+
+def ui_tabs_callback():
+    res = []
+    for r in _run("callbacks_ui_tabs"):
+        res += r or []
+    return res
+
+
+def ui_settings_callback():
+    _run("callbacks_ui_settings")
+
+
+def infotext_pasted_callback(infotext, params):
+    _run("callbacks_infotext_pasted", infotext, params)
+
+
+def script_unloaded_callback():
+    _run("callbacks_script_unloaded", reverse=True)
+
+
+def before_ui_callback():
+    _run("callbacks_before_ui", reverse=True)
+
+
+def cfg_denoiser_callback(params):
+    _run("callbacks_cfg_denoiser", params)
+
+
+# --- registration (called by extensions), all ``(callback, *, name=None)`` ----------------------------------------
+def on_app_started(callback, *, name=None):
+    _add_callback("callbacks_app_started", callback, name=name)
+
+
+def on_before_reload(callback, *, name=None):
+    _add_callback("callbacks_before_reload", callback, name=name)
+
+
+def on_model_loaded(callback, *, name=None):
+    _add_callback("callbacks_model_loaded", callback, name=name)
+
+
+def on_ui_tabs(callback, *, name=None):
+    _add_callback("callbacks_ui_tabs", callback, name=name)
+
+
+def on_ui_train_tabs(callback, *, name=None):
+    _add_callback("callbacks_ui_train_tabs", callback, name=name)
+
+
+def on_ui_settings(callback, *, name=None):
+    _add_callback("callbacks_ui_settings", callback, name=name)
+
+
+def on_before_image_saved(callback, *, name=None):
+    _add_callback("callbacks_before_image_saved", callback, name=name)
+
+
+def on_image_saved(callback, *, name=None):
+    _add_callback("callbacks_image_saved", callback, name=name)
+
+
+def on_infotext_pasted(callback, *, name=None):
+    _add_callback("callbacks_infotext_pasted", callback, name=name)
+
+
+def on_script_unloaded(callback, *, name=None):
+    _add_callback("callbacks_script_unloaded", callback, name=name)
+
+
+def on_before_ui(callback, *, name=None):
+    _add_callback("callbacks_before_ui", callback, name=name)
+
+
+def on_list_optimizers(callback, *, name=None):
+    _add_callback("callbacks_list_optimizers", callback, name=name)
+
+
+def on_list_unets(callback, *, name=None):
+    _add_callback("callbacks_list_unets", callback, name=name)
+
+
+def on_before_token_counter(callback, *, name=None):
+    _add_callback("callbacks_before_token_counter", callback, name=name)
+
+
+def on_cfg_denoiser(callback, *, name=None):
+    _add_callback("callbacks_cfg_denoiser", callback, name=name)
+
+
+def on_cfg_denoised(callback, *, name=None):
+    _add_callback("callbacks_cfg_denoised", callback, name=name)
+
+
+def on_cfg_after_cfg(callback, *, name=None):
+    _add_callback("callbacks_cfg_after_cfg", callback, name=name)

@@ -1,0 +1,61 @@
+"""Fake ``modules.textual_inversion.textual_inversion`` (A1111_CONTRACT.md §9.2: bundled embeddings)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class Embedding:
+    def __init__(self, vec, name, step=None):
+        self.vec = vec
+        self.name = name
+        self.step = step
+        self.shape = None
+        self.vectors = 0
+        self.loaded = None
+        self.shorthash = None
+        self.filename = None
+
+    def __repr__(self):
+        return f"Embedding({self.name!r})"
+
+
+def create_embedding_from_data(data, name, filename="unknown embedding file", filepath=None):
+    """``data``: ``{"string_to_param": {"*": tensor}}``, ``{"string_to_param": tensor}`` or SDXL ``{"clip_l", "clip_g"}``."""
+    if "string_to_param" in data:
+        param = data["string_to_param"]
+        if isinstance(param, dict):
+            param = next(iter(param.values()))
+        vec = param.detach().to(torch.float32)
+        shape = vec.shape[-1]
+        vectors = vec.shape[0] if vec.dim() > 1 else 1
+    elif "clip_l" in data or "clip_g" in data:
+        vec = {k: v.detach().to(torch.float32) for k, v in data.items() if k in ("clip_l", "clip_g")}
+        shape = sum(v.shape[-1] for v in vec.values())
+        vectors = next(iter(vec.values())).shape[0]
+    else:
+        raise ValueError(
+            f"Couldn't identify {filename} as neither textual inversion embedding nor diffuser concept."
+        )
+    embedding = Embedding(vec, name)
+    embedding.shape = shape
+    embedding.vectors = vectors
+    embedding.filename = filename
+    return embedding
+
+
+class EmbeddingDatabase:
+    def __init__(self):
+        self.word_embeddings = {}
+        self.skipped_embeddings = {}
+        self.expected_shape = -1
+
+    def register_embedding(self, embedding, model):
+        return self.register_embedding_by_name(embedding, model, embedding.name)
+
+    def register_embedding_by_name(self, embedding, model, name):
+        if embedding is None:
+            self.word_embeddings.pop(name, None)
+            return None
+        self.word_embeddings[name] = embedding
+        return embedding
