@@ -1,0 +1,277 @@
+"""The patcher: the only owner of pristine backups (FORMATS.md §10.1–10.2, A1111_CONTRACT.md §8.4).
+
+``Patcher.apply(active)`` makes the model hold W₀ + Σ ΔWᵢ for the given active set, each tensor rounded once to its
+storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the weight's device, autocast off. Only tensors
+whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
+new or changed ones are restored and re-applied. ``restore()`` puts back every original bit-exactly and frees all
+backups. An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
+
+The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
+several threads (one lock serialises apply, restore and the checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from lora_ext.adapters import ActiveLora
+from lora_ext.errors import Problem
+from lora_ext.patching.backup import TensorBackup, choose_strategy
+from lora_ext.patching.compute import SlotResult, compute_slot
+from lora_ext.patching.plan import Contribution, Slot, build_plan
+
+STRATEGIES = ("auto", "swap", "copy")
+
+
+@dataclass
+class ApplyResult:
+    """Outcome of ``Patcher.apply``.
+
+    problems: warnings (skipped layers) and, when ``failed``, the error that made the patcher restore everything.
+    changed: the model's weights changed (False when the same set was applied again).
+    failed: an exception occurred; the model is back to its pristine weights and nothing is applied.
+    visited: tensors restored or patched by this call (0 for an unchanged set).
+    patched: tensors holding LoRA updates after this call.
+    """
+
+    problems: list[Problem] = field(default_factory=list)
+    changed: bool = False
+    failed: bool = False
+    visited: int = 0
+    patched: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class _Applied:
+    """Bookkeeping of one patched slot: its signature and the backups of its weight and (maybe) bias."""
+
+    slot: Slot
+    signature: tuple
+    backups: list[TensorBackup]
+
+
+@contextlib.contextmanager
+def _math_mode(devices: set[torch.device]) -> Iterator[None]:
+    """No autograd, no inference tensors, no autocast (A1111 calls activate inside CUDA autocast)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.no_grad())
+        for device_type in sorted({d.type for d in devices} | {"cpu"}):
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
+class Patcher:
+    """Applies active LoRA sets to one model's modules and restores them.
+
+    strategy: "swap" (restore is a pointer swap; both versions live on the weight's device while patched), "copy"
+    (patch in place, pristine copy in CPU memory, pinned for GPU weights) or "auto" (swap on CPU, copy on GPUs).
+    fuse: add the plain LoRA factors of one tensor as a single concatenated product.
+    """
+
+    def __init__(self, strategy: str = "auto", fuse: bool = True) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+        self.strategy = strategy
+        self.fuse = fuse
+        self._applied: dict[int, _Applied] = {}
+        self._lock = threading.RLock()
+
+    # -- public API -------------------------------------------------------------------------------------------------
+
+    @property
+    def is_patched(self) -> bool:
+        """True while any tensor holds a LoRA update."""
+        with self._lock:
+            return bool(self._applied)
+
+    def apply(self, active: Sequence[ActiveLora]) -> ApplyResult:
+        """Make the model hold exactly the update of ``active`` (an empty sequence restores everything).
+
+        Order of ``active`` does not matter (bit-identical results). Applying the same set again does nothing.
+        """
+        with self._lock:
+            slots, problems = build_plan(active)
+            wanted = {key: slot.signature() for key, slot in slots.items()}
+            # A record is kept only if its contributions are unchanged and its tensors are still the ones installed.
+            kept = {
+                k
+                for k, rec in self._applied.items()
+                if wanted.get(k) == rec.signature and all(b.matches_installed() for b in rec.backups)
+            }
+            stale = [k for k in self._applied if k not in kept]
+            fresh = [k for k in slots if k not in kept]
+            result = ApplyResult(problems=problems)
+            if not stale and not fresh:
+                result.patched = len(self._applied)
+                return result
+            result.changed = True
+            result.visited = len(set(stale) | set(fresh))
+            current: Slot | None = None
+            skipped: dict[str, list[tuple[str, str]]] = {}
+            try:
+                with _math_mode(_devices(slots.values())):
+                    for key in stale:
+                        problems.extend(self._restore_one(self._applied.pop(key)))
+                    for key in fresh:
+                        current = slots[key]
+                        self._apply_one(key, current, skipped)
+                    current = None
+                    _synchronize(_devices(slots.values()))
+            except Exception as exc:  # anything at all: the model must not stay half patched (USERS F8)
+                self._restore_all()
+                result.failed = True
+                result.problems.append(_failure_problem(current, exc))
+            result.problems.extend(_skip_problems(skipped))
+            result.patched = len(self._applied)
+            return result
+
+    def restore(self) -> list[Problem]:
+        """Restore every patched tensor bit-exactly and free all backups.
+
+        Tensors that were replaced behind the patcher's back (see ``verify``) are left as they are and reported.
+        """
+        with self._lock:
+            return self._restore_all()
+
+    def drop_backups(self) -> None:
+        """Forget all backups without restoring: the host reloaded weights into the same modules (checkpoint switch).
+
+        Biases the patcher created are removed, as they belong to no checkpoint.
+        """
+        with self._lock:
+            for rec in self._applied.values():
+                for backup in rec.backups:
+                    backup.discard()
+            self._applied.clear()
+
+    def verify(self) -> bool:
+        """True when every tensor the patcher changed still is the tensor it installed (same storage, no write since).
+
+        False means the host replaced or reloaded patched weights (A1111 model cache, CONTRACT §8.4): call
+        ``drop_backups()`` then, not ``restore()``.
+        """
+        with self._lock:
+            return all(b.matches_installed() for rec in self._applied.values() for b in rec.backups)
+
+    def fingerprint(self) -> tuple:
+        """A cheap hashable summary of the installed tensors (storage pointer, version, shape, dtype of each)."""
+        with self._lock:
+            return tuple(b.installed for key in sorted(self._applied) for b in self._applied[key].backups)
+
+    def held_bytes(self) -> int:
+        """Bytes of backups currently kept alive (pristine copies or swapped-out originals); 0 when restored."""
+        with self._lock:
+            return sum(b.held_bytes() for rec in self._applied.values() for b in rec.backups)
+
+    def patched_layers(self) -> list[str]:
+        """Canonical names of the patched layers (for logs and inspectors)."""
+        with self._lock:
+            return sorted(rec.slot.label for rec in self._applied.values())
+
+    # -- internals --------------------------------------------------------------------------------------------------
+
+    def _apply_one(self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]]) -> None:
+        weight = getattr(slot.module, slot.weight_attr)
+        weight_backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy)
+        rec = _Applied(slot, slot.signature(), [weight_backup])
+        # Registered before anything is written, so a failure below is undone by _restore_all.
+        self._applied[key] = rec
+        in_place = weight_backup.strategy == "copy" and weight.dtype == torch.float32
+        outcome: SlotResult = compute_slot(slot, weight_in_place=in_place, fuse=self.fuse)
+        for contribution, reason in outcome.skipped:
+            skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))
+        if outcome.weight is not None:
+            weight_backup.install(outcome.weight)
+        elif outcome.weight_changed:
+            weight_backup.mark_installed()  # accumulated in place
+        else:
+            rec.backups.remove(weight_backup)  # only the bias changes, or every contribution was skipped
+        if outcome.bias is not None:
+            bias_backup = TensorBackup.take(slot.module, slot.bias_attr, self.strategy)
+            rec.backups.append(bias_backup)
+            bias_backup.install(outcome.bias)
+        if not rec.backups:
+            del self._applied[key]
+
+    def _restore_one(self, rec: _Applied) -> list[Problem]:
+        problems = []
+        for backup in rec.backups:
+            # installed is None: the failure happened while this slot was being written; its original is certain.
+            if backup.installed is None or backup.matches_installed():
+                backup.restore()
+            else:
+                backup.discard()
+                problems.append(
+                    Problem(
+                        rec.slot.label,
+                        "This layer was replaced or reloaded while a LoRA was applied, so its original was not put "
+                        "back (the new weights were kept). Reload the checkpoint if images look wrong.",
+                        "warning",
+                    )
+                )
+        return problems
+
+    def _restore_all(self) -> list[Problem]:
+        problems: list[Problem] = []
+        records = list(self._applied.values())
+        self._applied.clear()
+        with _math_mode(_devices(rec.slot for rec in records)):
+            for rec in records:
+                problems.extend(self._restore_one(rec))
+            _synchronize(_devices(rec.slot for rec in records))
+        return problems
+
+
+def _devices(slots) -> set[torch.device]:
+    devices = set()
+    for slot in slots:
+        tensor = getattr(slot.module, slot.weight_attr, None)
+        if isinstance(tensor, torch.Tensor):
+            devices.add(tensor.device)
+    return devices
+
+
+def _synchronize(devices: set[torch.device]) -> None:
+    for device in devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+
+def _failure_problem(slot: Slot | None, exc: BaseException) -> Problem:
+    names = sorted({c.lora_name for c in slot.contributions}) if slot is not None else []
+    layer = f" at layer {slot.label}" if slot is not None else ""
+    return Problem(
+        ", ".join(names) or "LoRA",
+        f"Applying LoRA failed{layer}: {type(exc).__name__}: {exc}. The model was restored to its original weights "
+        "and no LoRA is applied; fix or remove the LoRA named here and generate again.",
+        "error",
+    )
+
+
+def _skip_problems(skipped: dict[str, list[tuple[str, str]]]) -> list[Problem]:
+    problems = []
+    for name, layers in sorted(skipped.items()):
+        first_layer, first_reason = layers[0]
+        problems.append(
+            Problem(
+                name,
+                f"{len(layers)} layer(s) were skipped because the LoRA's shapes do not fit the model "
+                f"(first: {first_layer}: {first_reason}). The LoRA is probably made for a different base model.",
+                "warning",
+                tuple(f"{layer}: {reason}" for layer, reason in layers),
+            )
+        )
+    return problems
+
+
+__all__ = ["STRATEGIES", "ApplyResult", "Contribution", "Patcher", "choose_strategy"]

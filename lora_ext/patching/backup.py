@@ -1,0 +1,132 @@
+"""Pristine copies of patched tensors and the two ways to put them back (FORMATS.md §10.2: restore by copy, never by
+subtracting a delta).
+
+- swap: the original tensor object itself is the backup; the patched result is installed as the Parameter's new
+  ``.data``. Restore is a pointer swap (O(1), bit-exact by construction). Costs both versions on the weight's device
+  while patched.
+- copy: a copy of the original goes to CPU memory (pinned when the weight is on a GPU); the Parameter is written in
+  place; restore copies the bytes back.
+
+The Parameter object never changes in either strategy, so references the host holds stay valid. A bias that did not
+exist before the patch is created as a new Parameter and removed again on restore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Strategy = Literal["swap", "copy"]
+
+
+def choose_strategy(tensor: torch.Tensor, setting: str) -> Strategy:
+    """The strategy for one tensor: ``setting`` is "auto", "swap" or "copy".
+
+    auto: swap on CPU (same RAM as a copy, O(1) restore), copy on accelerators (keeps VRAM free). Swap is never used for
+    plain tensors (not Parameters) or for views into a larger storage, because replacing ``.data`` would break aliasing
+    (tied or packed weights); those always use copy.
+    """
+    if setting == "copy" or not isinstance(tensor, nn.Parameter) or not _owns_storage(tensor):
+        return "copy"
+    if setting == "swap":
+        return "swap"
+    return "swap" if tensor.device.type == "cpu" else "copy"
+
+
+def _owns_storage(tensor: torch.Tensor) -> bool:
+    return (
+        tensor.is_contiguous()
+        and tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    )
+
+
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of ``tensor`` (pinned when it lives on CUDA, so the copy back can be asynchronous)."""
+    if tensor.device.type == "cpu":
+        return tensor.detach().clone()
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.device.type == "cuda")
+    pinned.copy_(tensor.detach(), non_blocking=True)
+    return pinned
+
+
+@dataclass
+class TensorBackup:
+    """The pristine state of one attribute of one module.
+
+    original: swap: the original tensor (the old ``.data``); copy: its CPU copy; None when ``created``.
+    created: the attribute was None (a bias added by ``diff_b``/``b_norm``); restore sets it back to None.
+    installed: (data_ptr, version, shape, dtype) of what the patch left in place, for ``matches_installed``.
+    """
+
+    module: nn.Module
+    attr: str
+    strategy: Strategy
+    original: torch.Tensor | None
+    created: bool = False
+    installed: tuple | None = None
+
+    @classmethod
+    def take(cls, module: nn.Module, attr: str, setting: str) -> TensorBackup:
+        """Back up ``module.<attr>`` before it is changed (a None attribute is recorded as ``created``)."""
+        current = getattr(module, attr, None)
+        if current is None:
+            return cls(module, attr, "swap", None, created=True)
+        strategy = choose_strategy(current, setting)
+        original = current.data if strategy == "swap" else _cpu_copy(current)
+        return cls(module, attr, strategy, original)
+
+    def install(self, result: torch.Tensor) -> None:
+        """Put ``result`` (already in the storage dtype) in place: new Parameter, swapped ``.data`` or copied bytes."""
+        if self.created:
+            setattr(self.module, self.attr, nn.Parameter(result, requires_grad=False))
+        else:
+            current = getattr(self.module, self.attr)
+            if self.strategy == "swap":
+                current.data = result
+            elif result.data_ptr() != current.data_ptr():
+                current.data.copy_(result)
+        self.mark_installed()
+
+    def mark_installed(self) -> None:
+        """Record what is in place now (call after any in-place write done outside ``install``)."""
+        self.installed = _fingerprint(getattr(self.module, self.attr, None))
+
+    def matches_installed(self) -> bool:
+        """True when the module still holds exactly the tensor the patch installed: same storage, shape and dtype, and
+        no in-place write through the Parameter since (its version counter; ``load_state_dict`` bumps it)."""
+        return (
+            self.installed is not None
+            and _fingerprint(getattr(self.module, self.attr, None)) == self.installed
+        )
+
+    def restore(self) -> None:
+        """Bring back the pristine tensor bit-exactly (pointer swap, byte copy, or removal of a created bias)."""
+        if self.created:
+            setattr(self.module, self.attr, None)
+        elif self.strategy == "swap":
+            getattr(self.module, self.attr).data = self.original
+        else:
+            getattr(self.module, self.attr).data.copy_(self.original, non_blocking=True)
+        self.original = None
+
+    def discard(self) -> None:
+        """Forget the backup without restoring (weights were reloaded in place); a created bias is still removed."""
+        if self.created and self.installed is not None:
+            setattr(self.module, self.attr, None)
+        self.original = None
+
+    def held_bytes(self) -> int:
+        """Memory this backup keeps alive beyond the model's own tensors (the pristine copy or the swapped-out one)."""
+        if self.original is None:
+            return 0
+        return self.original.numel() * self.original.element_size()
+
+
+def _fingerprint(tensor: torch.Tensor | None) -> tuple | None:
+    if tensor is None:
+        return None
+    return (tensor.data_ptr(), tensor._version, tuple(tensor.shape), tensor.dtype)

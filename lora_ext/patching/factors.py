@@ -1,0 +1,60 @@
+"""Fast path for plain LoRA / LoCon adapters: scaled factors that ``addmm_`` can add straight into the weight.
+
+For an adapter with only ``up`` U, ``down`` D (and optionally ``scale``), ΔW = m·s·flat(U)·flat(D) (FORMATS.md §9.1), so
+the weight update needs no intermediate ΔW buffer: ``W.view(out, -1).addmm_(m·s·U, D)``. Several such adapters on the
+same tensor fuse into one product ``[m₁s₁U₁ | m₂s₂U₂] · [D₁; D₂]``. Anything else (Tucker ``mid``, ``bias`` or
+``dora_scale`` parts, shapes that need bridging) returns None and goes through ``lora_ext.algorithms.layer_delta``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from lora_ext.adapters import LayerAdapter
+from lora_ext.algorithms.common import alpha_scale
+
+_PLAIN_PARTS = frozenset({"up", "down", "scale"})
+
+
+def plain_factors(
+    adapter: LayerAdapter,
+    out_rows: int,
+    row_size: int,
+    multiplier: float,
+    dyn: int | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(m·s·U ``[out, r]``, D ``[r, row_size]``) as float32 on ``device``, or None when the fast path does not apply.
+
+    out_rows, row_size: the target weight (or row slice) viewed as ``[out_rows, row_size]``. s = α/r with r the full
+    rank (``alpha_scale``), or the ``scale`` part when present; ``dyn`` keeps the first ranks and leaves s unchanged.
+    """
+    if adapter.algo != "lora" or not _PLAIN_PARTS.issuperset(adapter.tensors) or "up" not in adapter.tensors:
+        return None
+    up, down = adapter.tensors["up"], adapter.tensors.get("down")
+    if down is None or up.dim() < 2 or down.dim() < 2:
+        return None
+    rank = down.shape[0]
+    if up.shape[1] != rank or up.numel() != up.shape[0] * rank or up.shape[0] != out_rows:
+        return None
+    if down.numel() != rank * row_size:
+        return None
+    scale_part = adapter.tensors.get("scale")
+    scale = float(scale_part.reshape(-1)[0]) if scale_part is not None else alpha_scale(adapter.alpha, rank)
+    up2 = up.reshape(out_rows, rank)
+    down2 = down.reshape(rank, row_size)
+    if dyn is not None and 0 < dyn < rank:
+        up2, down2 = up2[:, :dyn], down2[:dyn]
+    up32 = up2.to(device=device, dtype=torch.float32)
+    # mul (not mul_) so a float32 factor that already lives on ``device`` is never modified in place.
+    up32 = up32.mul(multiplier * scale)
+    return up32, down2.to(device=device, dtype=torch.float32)
+
+
+def fuse(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate factor pairs into one (``[out, Σr]``, ``[Σr, row_size]``) pair whose product is their sum."""
+    if len(factors) == 1:
+        return factors[0]
+    return torch.cat([u for u, _ in factors], dim=1), torch.cat([d for _, d in factors], dim=0)
