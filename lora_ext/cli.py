@@ -1,0 +1,243 @@
+"""Command line: ``python -m lora_ext demo | app | generate | inspect``.
+
+- ``demo``: the main job on the embedded tiny default: a LoRA applied from a prompt tag through syntax, library,
+  engine and patcher, its coverage report, the restore checked bit for bit, and a comparison grid image.
+- ``app``: the standalone Gradio app on 127.0.0.1 (embedded default, or ``--model`` and ``--lora-dir``).
+- ``generate``: batch generation from a prompt with tags; ``--grid NAME`` renders weights -1, 0, 0.5, 1.
+- ``inspect``: what a LoRA file holds and how it maps onto the model.
+
+User mistakes print a message and exit with status 2; nothing here prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lora_ext.errors import Problem
+
+DEFAULT_OUT = "demo_output"
+
+
+def _fail(problem: Problem | str) -> int:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
+def _setup_torch() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(min(4, torch.get_num_threads()))
+
+
+def _snapshot(parts) -> dict[str, object]:
+    return {
+        f"{comp}.{name}": t.detach().clone()
+        for comp, module in parts.modules().items()
+        for name, t in module.state_dict().items()
+    }
+
+
+def _compare(parts, snapshot: dict[str, object]) -> tuple[int, int]:
+    """(tensors differing from the snapshot, tensors compared); equality is bitwise (dtype and every element)."""
+    import torch
+
+    current = _snapshot(parts)
+    differing = sum(
+        1 for k, t in snapshot.items() if not (current[k].dtype == t.dtype and torch.equal(current[k], t))
+    )
+    return differing, len(snapshot)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lora_ext.ui.runtime import comparison_grid, generate, open_runtime
+
+    print("lora_ext demo: building the embedded tiny SD1 pipeline and demo LoRAs (offline)...")
+    rt = open_runtime(None, (), home=args.home)
+    if isinstance(rt, Problem):
+        return _fail(rt)
+    entries = sorted(rt.library.entries(), key=lambda e: e.relpath)
+    if not entries:
+        return _fail(f"no demo LoRA found in {rt.lora_dirs}")
+    chosen = (
+        next((e for e in entries if e.relpath == args.lora or e.name == args.lora), None)
+        if args.lora
+        else None
+    )
+    chosen = chosen or next((e for e in entries if e.arch == rt.host.architecture), entries[0])
+    print(f"library: {len(entries)} LoRA file(s) in {', '.join(rt.lora_dirs)}")
+    for e in entries:
+        print(f"  {e.relpath}  [{e.arch}] {e.size} bytes")
+    prompt = f"a photo of a cat <lora:{chosen.name}:{args.weight:g}>"
+    print(f"prompt: {prompt}")
+
+    before = _snapshot(rt.host.parts)
+    with rt.host.applied(prompt) as applied:
+        print(f"clean prompt: {applied.prompt!r}")
+        for line in applied.info_lines():
+            print(f"  {line}")
+        changed, total = _compare(rt.host.parts, before)
+        print(f"patched: {changed} of {total} weight tensors changed")
+    differing, total = _compare(rt.host.parts, before)
+    if differing:
+        print(f"RESTORE FAILED: {differing} of {total} tensors differ from the original", file=sys.stderr)
+        return 1
+    print(f"restored: all {total} weight tensors bit-identical to the original")
+    if not applied.active or not changed:
+        print("the LoRA did not change any weight", file=sys.stderr)
+        return 1
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid, results = comparison_grid(rt, "a photo of a cat", chosen.name, seed=args.seed)
+    grid_path = out / "grid.png"
+    grid.save(grid_path)
+    plain = generate(rt, "a photo of a cat", seed=args.seed).images[0]
+    tagged = results[-1].images[0]
+    same = list(plain.getdata()) == list(tagged.getdata())
+    print(f"grid (weights -1, 0, 0.5, 1): {grid_path}")
+    print(f"image with the tag differs from the image without it: {not same}")
+    differing, total = _compare(rt.host.parts, before)
+    print(f"after the grid: {total - differing} of {total} weight tensors bit-identical to the original")
+    return 0 if not differing and not same else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lora_ext.ui.runtime import comparison_grid, generate, open_runtime
+
+    rt = open_runtime(args.model, args.lora_dir or (), home=args.home)
+    if isinstance(rt, Problem):
+        return _fail(rt)
+    sizes = {k: v for k, v in (("width", args.width), ("height", args.height), ("steps", args.steps)) if v}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.grid:
+        grid, results = comparison_grid(
+            rt, args.prompt, args.grid, negative=args.negative, seed=args.seed, **sizes
+        )
+        path = out / f"grid-{Path(args.grid).name}.png"
+        grid.save(path)
+        print(f"wrote {path}")
+        for line in results[-1].applied.info_lines():
+            print(f"  {line}")
+        return 0
+    code = 0
+    for i in range(args.count):
+        gen = generate(rt, args.prompt, args.negative, seed=args.seed + i, **sizes)
+        path = out / f"image-{args.seed + i}.png"
+        gen.images[0].save(path)
+        print(f"wrote {path}")
+        for line in gen.applied.info_lines():
+            print(f"  {line}")
+        if any(p.severity == "error" for p in gen.applied.problems):
+            code = 3
+    return code
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from lora_ext.errors import is_problem
+    from lora_ext.ui.runtime import load_pipeline
+
+    path = Path(args.file)
+    if not path.is_file():
+        return _fail(Problem(args.file, "File not found."))
+    from lora_ext.engine import LoraLoader
+    from lora_ext.hosts.diffusers_host import find_components
+    from lora_ext.keys.model_parts import ModelParts
+
+    pipe = load_pipeline(args.model)
+    if is_problem(pipe):
+        return _fail(pipe)
+    parts = ModelParts.from_diffusers(find_components(pipe))
+    resolved = LoraLoader(max_cached=1).resolve(str(path.resolve()), parts, path.stem)
+    if is_problem(resolved):
+        return _fail(resolved)
+    report = resolved.report
+    print(f"{path}: against the {'embedded tiny ' if args.model is None else ''}{parts.architecture} model")
+    lines = report.lines() if hasattr(report, "lines") else [str(report)]
+    for line in lines:
+        print(f"  {line}")
+    for p in resolved.problems:
+        print(f"  {p.severity}: {p}")
+    return 0
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from lora_ext.ui.app import build_app
+    from lora_ext.ui.runtime import open_runtime
+
+    print("lora_ext app: loading the model and the LoRA library...")
+    rt = open_runtime(args.model, args.lora_dir or (), home=args.home)
+    if isinstance(rt, Problem):
+        return _fail(rt)
+    demo = build_app(rt)
+    demo.queue()
+    print(f"lora_ext app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
+    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=rt.lora_dirs, show_api=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lora_ext", description="LoRA tags on diffusers pipelines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, model: bool = True) -> None:
+        if model:
+            p.add_argument(
+                "--model", help="diffusers pipeline folder or single-file checkpoint (default: tiny)"
+            )
+            p.add_argument(
+                "--lora-dir", action="append", help="LoRA folder (repeatable; default: demo LoRAs)"
+            )
+        p.add_argument(
+            "--home", default=".lora_ext_demo", help="where the demo LoRAs are written on first run"
+        )
+
+    p = sub.add_parser("demo", help="main job on the embedded tiny model")
+    common(p, model=False)
+    p.add_argument("--lora", help="demo LoRA to apply (default: the first matching the model)")
+    p.add_argument("--weight", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=DEFAULT_OUT)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("app", help="standalone Gradio app on 127.0.0.1")
+    common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7861)
+    p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("generate", help="generate images from a prompt with <lora:…> tags")
+    common(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--grid", metavar="NAME", help="comparison grid of LoRA NAME at weights -1, 0, 0.5, 1")
+    p.add_argument("--out", default=DEFAULT_OUT)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("inspect", help="coverage of one LoRA file against the model")
+    p.add_argument("file")
+    p.add_argument("--model")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _setup_torch()
+    return int(args.func(args) or 0)

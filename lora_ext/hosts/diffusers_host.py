@@ -1,0 +1,168 @@
+"""Tags on any diffusers pipeline: parse the prompt, resolve against a LoRA library, patch, run, restore.
+
+Works with every pipeline that holds a ``UNet2DConditionModel`` and CLIP text encoders (SD1, SD2, SDXL, and custom
+pipelines such as Riffusion-style ones, found through ``pipe.components``). The weights are restored from the
+patcher's pristine backups when the call ends, also when the pipeline raises (USERS R1, R7).
+This module imports no diffusers: it only reads attributes of the pipeline object it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lora_ext.adapters import ActiveLora
+from lora_ext.engine import LoraLoader
+from lora_ext.errors import Problem, is_problem
+from lora_ext.keys.model_parts import ModelParts
+from lora_ext.patcher import Patcher
+from lora_ext.syntax import parse_prompt
+
+_UNET_CLASSES = ("UNet2DConditionModel",)
+_TE_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
+
+
+def find_components(pipe: Any) -> dict[str, Any]:
+    """``{"unet", "text_encoder", "text_encoder_2"}`` of a pipeline, by attribute name or, for custom pipelines
+    that store them under other names, by class name in ``pipe.components`` (text encoders in registration order).
+    """
+    found = {name: getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2")}
+    components = getattr(pipe, "components", None)
+    if isinstance(components, dict):
+        encoders = []
+        for value in components.values():
+            cls = type(value).__name__
+            if found["unet"] is None and cls in _UNET_CLASSES:
+                found["unet"] = value
+            elif (
+                cls in _TE_CLASSES
+                and value is not found["text_encoder"]
+                and value is not found["text_encoder_2"]
+            ):
+                encoders.append(value)
+        for slot in ("text_encoder", "text_encoder_2"):
+            if found[slot] is None and encoders:
+                found[slot] = encoders.pop(0)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+@dataclass
+class Applied:
+    """What one ``DiffusersHost.applied`` block set up.
+
+    prompt: the prompt with every ``<lora:…>``/``<lyco:…>`` tag removed (what the pipeline receives).
+    active: the LoRAs patched in, in tag order.
+    problems: everything a user should see (unknown names, bad tags, unmatched keys, ...).
+    reports: (tag name, coverage report) per active LoRA; reports have ``.summary()`` and ``.to_dict()``.
+    """
+
+    prompt: str
+    active: list[ActiveLora] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    reports: list[tuple[str, Any]] = field(default_factory=list)
+
+    def info_lines(self) -> list[str]:
+        """One line per LoRA coverage report, then one per problem (for consoles and the app's info box)."""
+        lines = []
+        for name, report in self.reports:
+            summary = report.summary() if hasattr(report, "summary") else str(report)
+            lines.append(f"{name}: {summary}")
+        lines += [f"{p.severity}: {p}" for p in self.problems]
+        return lines
+
+
+@dataclass
+class Generation:
+    """Result of ``DiffusersHost.generate``: the pipeline output's images plus what was applied."""
+
+    images: list[Any]
+    applied: Applied
+
+
+class DiffusersHost:
+    """LoRA tags for one diffusers pipeline.
+
+    pipe: the pipeline (its UNet and text encoders are patched in place for the duration of a call).
+    library: a ``lora_ext.library.LoraLibrary`` (anything with ``resolve(name)``) to look names up.
+    loader: a ``LoraLoader`` (keeps parsed files cached between calls); patcher: the only owner of backups.
+    family: "sd1" | "sd2" | "sdxl" to override detection.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        library: Any,
+        *,
+        loader: LoraLoader | None = None,
+        patcher: Patcher | None = None,
+        family: str | None = None,
+    ) -> None:
+        self.pipe = pipe
+        self.library = library
+        self.parts = ModelParts.from_diffusers(find_components(pipe), family)
+        if self.parts.unet is None:
+            raise ValueError("DiffusersHost needs a pipeline with a UNet2DConditionModel")
+        self.loader = loader if loader is not None else LoraLoader(max_cached=8)
+        self.patcher = patcher if patcher is not None else Patcher()
+
+    @property
+    def architecture(self) -> str:
+        """ "SD1", "SD2" or "SDXL" for the loaded pipeline."""
+        return self.parts.architecture
+
+    def lookup(self, name: str) -> tuple[Any | None, list[Problem]]:
+        """Library entry for a tag name (or None) and the problems the lookup reported."""
+        found = self.library.resolve(name)
+        if is_problem(found):
+            return None, [found]
+        if hasattr(found, "entry") and hasattr(found, "via"):  # a library Resolution
+            return found.entry, list(found.problems)
+        return found, []
+
+    def prepare(self, prompt: str) -> Applied:
+        """Parse ``prompt`` and resolve its tags without touching any weight."""
+        parsed = parse_prompt(prompt)
+        applied = Applied(prompt=parsed.clean, problems=list(parsed.problems))
+        for request in parsed.requests:
+            entry, problems = self.lookup(request.name)
+            applied.problems += problems
+            if entry is None:
+                if not problems:
+                    applied.problems.append(
+                        Problem(
+                            request.tag or request.name, f"LoRA not found: {request.name}. Check the name."
+                        )
+                    )
+                continue
+            resolved = self.loader.resolve(entry.path, self.parts, request.name)
+            if is_problem(resolved):
+                applied.problems.append(resolved)
+                continue
+            applied.problems += list(resolved.problems)
+            applied.active.append(ActiveLora(resolved, te=request.te, unet=request.unet, dyn=request.dyn))
+            applied.reports.append((request.name, resolved.report))
+        return applied
+
+    @contextlib.contextmanager
+    def applied(self, prompt: str) -> Iterator[Applied]:
+        """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards."""
+        applied = self.prepare(prompt)
+        try:
+            if applied.active:
+                result = self.patcher.apply(applied.active)
+                applied.problems += list(getattr(result, "problems", ()))
+            yield applied
+        finally:
+            self.patcher.restore()
+
+    def generate(self, prompt: str, **kwargs: Any) -> Generation:
+        """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.
+
+        Tags in ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2).
+        """
+        with self.applied(prompt) as applied:
+            output = self.pipe(prompt=applied.prompt, **kwargs)
+        images = output.images if hasattr(output, "images") else output[0]
+        return Generation(images=list(images), applied=applied)

@@ -1,0 +1,164 @@
+"""What the standalone app and the CLI share: loading a pipeline (embedded tiny default or a user's model), the
+demo LoRA folder, the library, one generation, and the comparison grid. No Gradio here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_ext.errors import Problem
+
+#: Where the embedded default writes its demo LoRAs on first run (git-ignored in the repository).
+DEFAULT_HOME = ".lora_ext_demo"
+#: Weights of the comparison grid.
+GRID_WEIGHTS = (-1.0, 0.0, 0.5, 1.0)
+
+
+@dataclass
+class Runtime:
+    """A loaded pipeline with its LoRA library and diffusers host.
+
+    pipe: the diffusers pipeline. host: ``DiffusersHost``. library: ``LoraLibrary`` over ``lora_dirs``.
+    tiny: True for the embedded default (64x64 images, 2 steps are enough).
+    """
+
+    pipe: Any
+    host: Any
+    library: Any
+    lora_dirs: list[str]
+    tiny: bool
+
+    @property
+    def defaults(self) -> dict[str, int]:
+        """Default image size and steps for this model."""
+        if self.tiny:
+            return {"width": 64, "height": 64, "steps": 4}
+        return {"width": 512, "height": 512, "steps": 20}
+
+
+def load_pipeline(model: str | None, family: str = "sd1") -> Any | Problem:
+    """The embedded tiny pipeline (``model`` None) or a diffusers folder / single-file checkpoint on CPU, float32."""
+    if model is None:
+        from lora_ext.demo import build_tiny_pipeline
+
+        return build_tiny_pipeline(family, seed=0)
+    path = Path(model)
+    if not path.exists():
+        return Problem(
+            model, "Model not found. Give a diffusers pipeline folder or a .safetensors/.ckpt checkpoint."
+        )
+    try:
+        if path.is_dir():
+            from diffusers import DiffusionPipeline
+
+            pipe = DiffusionPipeline.from_pretrained(
+                str(path), safety_checker=None, requires_safety_checker=False
+            )
+        else:
+            from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+            cls = StableDiffusionXLPipeline if "xl" in path.name.lower() else StableDiffusionPipeline
+            pipe = cls.from_single_file(str(path), local_files_only=True)
+    except Exception as exc:  # a user file: report, do not crash with a traceback
+        return Problem(model, f"Could not load the model ({type(exc).__name__}: {exc}).")
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def ensure_demo_loras(folder: str | os.PathLike, pipe: Any) -> list[str]:
+    """Write the demo LoRA files (with sidecars and previews) into ``folder`` unless they are already there."""
+    from lora_ext.demo import write_demo_loras
+
+    folder = Path(folder)
+    existing = sorted(str(p) for p in folder.rglob("*.safetensors")) if folder.is_dir() else []
+    if existing:
+        return existing
+    folder.mkdir(parents=True, exist_ok=True)
+    written = write_demo_loras(folder, pipe)
+    return [str(p) for p in written] if written else sorted(str(p) for p in folder.rglob("*.safetensors"))
+
+
+def open_runtime(
+    model: str | None = None, lora_dirs: Sequence[str] = (), home: str | os.PathLike = DEFAULT_HOME
+) -> Runtime | Problem:
+    """Load the pipeline, the library (demo LoRAs under ``home`` when no folder is given) and the host."""
+    from lora_ext.hosts.diffusers_host import DiffusersHost
+    from lora_ext.library import LoraLibrary
+
+    pipe = load_pipeline(model)
+    if isinstance(pipe, Problem):
+        return pipe
+    dirs = [str(Path(d).resolve()) for d in lora_dirs]
+    if not dirs:
+        demo_dir = Path(home) / "loras"
+        ensure_demo_loras(demo_dir, pipe)
+        dirs = [str(demo_dir.resolve())]
+    library = LoraLibrary(dirs)
+    library.refresh()
+    return Runtime(
+        pipe=pipe, host=DiffusersHost(pipe, library), library=library, lora_dirs=dirs, tiny=model is None
+    )
+
+
+def generate(runtime: Runtime, prompt: str, negative: str = "", seed: int = 0, **overrides: Any):
+    """One image with the LoRAs tagged in ``prompt``; returns ``lora_ext.hosts.diffusers_host.Generation``."""
+    import torch
+
+    d = runtime.defaults
+    return runtime.host.generate(
+        prompt,
+        negative_prompt=negative or None,
+        width=int(overrides.get("width", d["width"])),
+        height=int(overrides.get("height", d["height"])),
+        num_inference_steps=int(overrides.get("steps", d["steps"])),
+        generator=torch.Generator().manual_seed(int(seed)),
+    )
+
+
+def with_weight(prompt: str, name: str, weight: float) -> str:
+    """``prompt`` with every tag of ``name`` removed and ``<lora:name:weight>`` appended."""
+    from lora_ext.syntax import format_tag
+
+    kept = re.sub(
+        r"<(?:lora|lyco):([^:>]*)(?::[^>]*)?>", lambda m: "" if m.group(1) == name else m.group(0), prompt
+    )
+    kept = re.sub(r"\s+", " ", kept).strip()
+    return (kept + " " + format_tag(name, weight)).strip()
+
+
+def comparison_grid(
+    runtime: Runtime,
+    prompt: str,
+    name: str,
+    weights: Sequence[float] = GRID_WEIGHTS,
+    negative: str = "",
+    seed: int = 0,
+    **overrides: Any,
+) -> tuple[Any, list[Any]]:
+    """One image per weight of LoRA ``name`` (same seed), side by side with weight labels.
+
+    Returns (grid PIL image, list of ``Generation``).
+    """
+    from PIL import Image, ImageDraw
+
+    results = [
+        runtime_generate(runtime, with_weight(prompt, name, w), negative, seed, **overrides) for w in weights
+    ]
+    images = [r.images[0] for r in results]
+    w, h = images[0].size
+    label = 14
+    grid = Image.new("RGB", (w * len(images), h + label), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (img, weight) in enumerate(zip(images, weights, strict=True)):
+        grid.paste(img.convert("RGB"), (i * w, label))
+        draw.text((i * w + 2, 1), f"{name}: {weight:g}", fill="black")
+    return grid, results
+
+
+runtime_generate = generate

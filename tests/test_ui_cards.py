@@ -1,0 +1,123 @@
+"""card_data: the pure function from library entries to the tab's browser records (USERS C11, C18, S5, S6, P9)."""
+
+from __future__ import annotations
+
+import json
+
+from lora_ext.library.entry import CivitaiInfo, LoraEntry, Summary
+from lora_ext.ui.cards import card_data, data_block_html, dataset_tags, tag_names
+
+
+def entry(relpath: str, **kw) -> LoraEntry:
+    name = relpath.rpartition("/")[2]
+    base = dict(
+        name=name,
+        alias=name,
+        relpath=relpath,
+        path=f"/loras/{relpath}.safetensors",
+        root="/loras",
+        ext=".safetensors",
+        size=2048,
+        mtime=100.0,
+        ctime=50.0,
+    )
+    base.update(kw)
+    return LoraEntry(**base)
+
+
+def by_name(data):
+    return {c["name"]: c for c in data["cards"]}
+
+
+def test_tag_name_follows_preferred_name_and_avoids_clashes():
+    entries = [
+        entry("a", alias="Alpha"),
+        entry("b", alias="shared"),
+        entry("c", alias="shared"),
+        entry("x/dup"),
+        entry("y/dup"),
+        entry("d", alias="a"),  # alias equal to another file's name: the filename wins (S5)
+    ]
+    assert tag_names(entries, "alias") == {
+        "a": "Alpha",
+        "b": "b",
+        "c": "c",
+        "x/dup": "x/dup",
+        "y/dup": "y/dup",
+        "d": "d",
+    }
+    assert tag_names(entries, "filename")["a"] == "a"
+
+
+def test_records_carry_weight_activation_negative_and_mismatch():
+    entries = [
+        entry(
+            "w", user_metadata={"preferred weight": -0.5, "activation text": "trig", "negative text": "ugly"}
+        ),
+        entry("zero", user_metadata={"preferred weight": 0}, arch="SDXL"),
+        entry("unk", arch="Unknown"),
+        entry("sd1", arch="SD1", summary=Summary(algorithms=("lora",), rank=8)),
+    ]
+    cards = by_name(card_data(entries, model_arch="SD1", default_multiplier=0.7))
+    assert cards["w"]["weight"] == "-0.5"
+    assert cards["w"]["activation"] == "trig" and cards["w"]["negative"] == "ugly"
+    assert cards["zero"]["weight"] is None  # 0 means "default multiplier" (C7)
+    assert cards["zero"]["mismatch"] and "lora-ext-mismatch" in cards["zero"]["html"]
+    assert not cards["unk"]["mismatch"] and not cards["sd1"]["mismatch"]
+    assert "lora r8" in cards["sd1"]["html"]
+
+
+def test_html_escapes_user_text_and_keeps_card_dom():
+    evil = entry(
+        'we<ird>/x"y&z',
+        alias="<script>alert(1)</script>",
+        user_metadata={"activation text": "<b>bold</b>"},
+    )
+    card = card_data([evil])["cards"][0]
+    html = card["html"]
+    assert "<script>" not in html and "<b>" not in html
+    assert "&lt;script&gt;" in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert 'data-name="we&lt;ird&gt;/x&quot;y&amp;z"' in html
+    assert html.startswith('<div class="lora-ext-card card"')  # C22
+
+
+def test_search_text_covers_name_alias_folder_description_words_and_tags():
+    e = entry(
+        "Styles/Ink",
+        alias="InkWash",
+        description="Sumi brush look",
+        civitai=CivitaiInfo(found=True, base_model="SD 1.5", trained_words=("inkwash style",)),
+        metadata={"ss_tag_frequency": {"1_ds": {"mountain": 5, "river": 9}}},
+    )
+    s = card_data([e])["cards"][0]["search"]
+    for word in ("ink", "inkwash", "styles/ink", "sumi brush", "inkwash style", "river", "mountain"):
+        assert word in s
+
+
+def test_dataset_tags_sum_over_datasets():
+    meta = {"ss_tag_frequency": json.dumps({"a": {"x": 2, "y": 1}, "b": {"x": 3}})}
+    assert dataset_tags(meta) == [("x", 5), ("y", 1)]
+
+
+def test_sort_keys_and_natural_path_rank():
+    entries = [entry("img10", size=5), entry("img2", size=7), entry("a/img1", size=1)]
+    cards = by_name(card_data(entries))
+    assert [cards[n]["sort"]["path"] for n in ("a/img1", "img2", "img10")] == [0, 1, 2]
+    assert cards["img2"]["sort"]["size"] == 7 and cards["img2"]["sort"]["modified"] == 100.0
+
+
+def test_data_block_is_inert_json_with_version():
+    data = card_data([entry("x", description="</script><img src=x onerror=alert(1)>")])
+    block = data_block_html(data, "lora_ext")
+    inner = block.split(">", 1)[1].rsplit("</script>", 1)[0]
+    assert "</script>" not in inner
+    assert json.loads(inner.replace("<\\/", "</")) == data
+    other = data_block_html(card_data([entry("y")]), "lora_ext")
+    assert block.split('data-version="')[1][:16] != other.split('data-version="')[1][:16]
+
+
+def test_five_thousand_entries_produce_all_cards():
+    entries = [entry(f"f{i % 50}/lora_{i}", size=i) for i in range(5000)]
+    data = card_data(entries, model_arch="SD1")
+    assert len(data["cards"]) == 5000
+    assert len({c["name"] for c in data["cards"]}) == 5000
