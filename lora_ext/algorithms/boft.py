@@ -12,31 +12,36 @@ import torch
 
 from lora_ext.adapters import LayerAdapter
 from lora_ext.algorithms.common import part
-from lora_ext.algorithms.oft import apply_rescale, cayley, constraint_of
+from lora_ext.algorithms.oft import cayley_minus_identity, constraint_of, rescaled_difference
 from lora_ext.algorithms.types import AdapterShapeError, RawDelta
 
 
-def butterfly(rotations: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
-    """Apply the M butterfly stages ``rotations`` ``[M, n, b, b]`` to the rows of ``w0`` (float32)."""
-    stages, n, b = rotations.shape[0], rotations.shape[1], rotations.shape[2]
+def butterfly_difference(rotations_minus_eye: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """butterfly(W₀) − W₀ for M stages given as R − I ``[M, n, b, b]`` (float32).
+
+    The difference D is carried through the stages (D ← D + P⁻¹(R − I)P(W₀ + D)) so that small rotations lose no
+    precision to cancellation against W₀.
+    """
+    stages, n, b = rotations_minus_eye.shape[0], rotations_minus_eye.shape[1], rotations_minus_eye.shape[2]
     out, rest = w0.shape[0], tuple(w0.shape[1:])
     half = b // 2
     if n * b != out or b % 2 or any(out % (2 ** (i + 1) * half) for i in range(stages)):
         raise AdapterShapeError(
-            f"BOFT blocks of shape {list(rotations.shape)} do not fit a weight of shape {list(w0.shape)}"
+            f"BOFT blocks of shape {list(rotations_minus_eye.shape)} do not fit a weight of shape {list(w0.shape)}"
         )
-    x = w0
+    diff = torch.zeros_like(w0)
     for i in range(stages):
         k = 2**i * half
-        x = x.reshape(-1, 2, k, *rest).transpose(1, 2).reshape(n, b, *rest)
-        x = torch.einsum("nij,nj...->ni...", rotations[i], x)
-        x = x.reshape(-1, k, 2, *rest).transpose(1, 2).reshape(out, *rest)
-    return x
+        x = (w0 + diff).reshape(-1, 2, k, *rest).transpose(1, 2).reshape(n, b, *rest)
+        x = torch.einsum("nij,nj...->ni...", rotations_minus_eye[i], x)
+        diff = diff + x.reshape(-1, k, 2, *rest).transpose(1, 2).reshape(out, *rest)
+    return diff
 
 
 def boft_raw(adapter: LayerAdapter, w0: torch.Tensor, dyn: int | None = None) -> RawDelta:
     """ΔW_raw = rescale ⊙ butterfly(W₀) − W₀."""
     blocks = part(adapter, "oft_blocks", w0)
-    rotations = cayley(blocks, constraint_of(adapter, w0.shape[0]))
-    rotated = apply_rescale(adapter, butterfly(rotations, w0), w0)
-    return RawDelta(weight=rotated - w0, fixed_scale=True)
+    if blocks.dim() != 4:
+        raise AdapterShapeError(f"BOFT oft_blocks must be [M, n, b, b], got {list(blocks.shape)}")
+    moved = butterfly_difference(cayley_minus_identity(blocks, constraint_of(adapter, w0.shape[0])), w0)
+    return RawDelta(weight=rescaled_difference(adapter, moved, w0), fixed_scale=True)

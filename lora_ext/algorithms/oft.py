@@ -15,10 +15,11 @@ from lora_ext.algorithms.common import optional_part, part
 from lora_ext.algorithms.types import AdapterShapeError, RawDelta
 
 
-def cayley(blocks: torch.Tensor, constraint: float) -> torch.Tensor:
-    """R = (I + Q)(I − Q)⁻¹ per block, Q = B − Bᵀ rescaled to Frobenius norm ``constraint`` when larger (c > 0).
+def cayley_minus_identity(blocks: torch.Tensor, constraint: float) -> torch.Tensor:
+    """R − I for the Cayley transform R = (I + Q)(I − Q)⁻¹, computed as 2Q(I − Q)⁻¹ (no cancellation near I).
 
-    blocks: float32 ``[..., b, b]``; the norm is taken over all blocks together.
+    blocks: float32 ``[..., b, b]``; Q = B − Bᵀ, rescaled to Frobenius norm ``constraint`` (over all blocks together)
+    when c > 0 and ‖Q‖_F > c.
     """
     q = blocks - blocks.transpose(-1, -2)
     if constraint > 0:
@@ -26,7 +27,7 @@ def cayley(blocks: torch.Tensor, constraint: float) -> torch.Tensor:
         if norm > constraint:
             q = q * (constraint / norm)
     eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
-    return (eye + q) @ torch.linalg.inv(eye - q)
+    return 2 * q @ torch.linalg.inv(eye - q)
 
 
 def constraint_of(adapter: LayerAdapter, out: int) -> float:
@@ -34,40 +35,41 @@ def constraint_of(adapter: LayerAdapter, out: int) -> float:
     return float(adapter.alpha) * out if adapter.alpha is not None and adapter.alpha > 0 else 0.0
 
 
-def apply_rescale(adapter: LayerAdapter, rotated: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
-    """rescale ⊙ W' with ``rescale`` laid along the output axis (``[out, 1, …]``); W' unchanged without it."""
+def rescaled_difference(adapter: LayerAdapter, moved: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """rescale ⊙ (W₀ + D) − W₀ = (rescale − 1) ⊙ W₀ + rescale ⊙ D, with ``rescale`` on the output axis; D without it."""
     rescale = optional_part(adapter, "rescale", w0)
     if rescale is None:
-        return rotated
+        return moved
     if rescale.numel() != w0.shape[0]:
         raise AdapterShapeError(
             f"OFT rescale of shape {list(rescale.shape)} does not match {w0.shape[0]} output rows of {list(w0.shape)}"
         )
-    return rotated * rescale.reshape(w0.shape[0], *([1] * (w0.dim() - 1)))
+    rescale = rescale.reshape(w0.shape[0], *([1] * (w0.dim() - 1)))
+    return (rescale - 1) * w0 + rescale * moved
 
 
-def rotate_blocks_transposed(rotations: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
-    """W'_k = R_kᵀ·W_k over consecutive row blocks; rotations ``[n, b, b]`` with n·b = out."""
-    n, b = rotations.shape[0], rotations.shape[1]
-    if n * b != w0.shape[0]:
+def rotate_blocks_transposed(rotations_minus_eye: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """D_k = (R_k − I)ᵀ·W_k = R_kᵀ·W_k − W_k over consecutive row blocks; ``[n, b, b]`` with n·b = out."""
+    n, b = rotations_minus_eye.shape[0], rotations_minus_eye.shape[1]
+    if rotations_minus_eye.dim() != 3 or n * b != w0.shape[0]:
         raise AdapterShapeError(
-            f"OFT blocks of shape {list(rotations.shape)} cover {n * b} output rows, "
-            f"but the weight of shape {list(w0.shape)} has {w0.shape[0]}"
+            f"OFT blocks of shape {list(rotations_minus_eye.shape)} do not cover the {w0.shape[0]} output rows "
+            f"of a weight of shape {list(w0.shape)}"
         )
     blocks = w0.reshape(n, b, *w0.shape[1:])
-    return torch.einsum("knm,kn...->km...", rotations, blocks).reshape(w0.shape)
+    return torch.einsum("knm,kn...->km...", rotations_minus_eye, blocks).reshape(w0.shape)
 
 
 def oft_raw(adapter: LayerAdapter, w0: torch.Tensor, dyn: int | None = None) -> RawDelta:
     """Diag-OFT / COFT ΔW_raw = rescale ⊙ (Rᵀ-rotated W₀) − W₀."""
     blocks = part(adapter, "oft_blocks", w0)
-    rotations = cayley(blocks, constraint_of(adapter, w0.shape[0]))
-    rotated = apply_rescale(adapter, rotate_blocks_transposed(rotations, w0), w0)
-    return RawDelta(weight=rotated - w0, fixed_scale=True)
+    moved = rotate_blocks_transposed(cayley_minus_identity(blocks, constraint_of(adapter, w0.shape[0])), w0)
+    return RawDelta(weight=rescaled_difference(adapter, moved, w0), fixed_scale=True)
 
 
 def oft_diag_raw(adapter: LayerAdapter, w0: torch.Tensor, dyn: int | None = None) -> RawDelta:
     """Old LyCORIS OFT: ``oft_diag`` ``[out/b, b, b]`` holds R directly."""
     rotations = part(adapter, "oft_diag", w0)
-    rotated = apply_rescale(adapter, rotate_blocks_transposed(rotations, w0), w0)
-    return RawDelta(weight=rotated - w0, fixed_scale=True)
+    eye = torch.eye(rotations.shape[-1], dtype=rotations.dtype, device=rotations.device)
+    moved = rotate_blocks_transposed(rotations - eye, w0)
+    return RawDelta(weight=rescaled_difference(adapter, moved, w0), fixed_scale=True)
