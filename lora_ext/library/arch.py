@@ -1,0 +1,161 @@
+"""Architecture of a LoRA file: SD1 / SD2 / SDXL / SD3 / Flux / Other / Unknown.
+
+Signals, strongest first (USERS F5, F6, C9; FORMATS.md §4):
+
+1. ``sd version`` in the user's ``{name}.json`` when it is SD1, SD2 or SDXL ("Unknown" does not override: Civitai
+   Helper writes it for Pony/Illustrious files);
+2. ``modelspec.architecture``; 3. ``ss_base_model_version``; 4. tensor key names and shapes;
+5. ``baseModel`` in ``{name}.civitai.info`` (Pony, Illustrious, NoobAI -> SDXL; Flux etc. are not loadable);
+6. A1111's fallback: ``ss_v2 == "True"`` -> SD2, any other metadata -> SD1; nothing -> Unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+#: (strength, arch, source); strength orders the signals (lower is stronger).
+Detection = tuple[int, str, str]
+
+USER, MODELSPEC, SS_BASE, KEYS, CIVITAI, WEAK = range(6)
+
+_DEEP_BLOCK = re.compile(r"transformer_blocks[._]([1-9]\d*)[._]")
+_CONTEXT_DIMS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
+_DOWN_PARTS = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight", ".hada_w1_b")
+
+
+def from_modelspec(metadata: Mapping[str, Any]) -> str | None:
+    """Architecture named by ``modelspec.architecture`` (``stable-diffusion-xl-v1-base/lora`` -> SDXL)."""
+    value = str(metadata.get("modelspec.architecture", "")).lower()
+    if not value:
+        return None
+    if value.startswith("stable-diffusion-xl"):
+        return "SDXL"
+    if value.startswith("stable-diffusion-v1"):
+        return "SD1"
+    if value.startswith("stable-diffusion-v2"):
+        return "SD2"
+    if value.startswith("stable-diffusion-v3") or value.startswith("stable-diffusion-3"):
+        return "SD3"
+    if value.startswith("flux"):
+        return "Flux"
+    return "Other"
+
+
+def from_base_model_version(metadata: Mapping[str, Any]) -> str | None:
+    """Architecture from kohya's ``ss_base_model_version`` (``sd_v1``, ``sd_v2_v``, ``sdxl_base_v1-0``, ``flux1``)."""
+    value = str(metadata.get("ss_base_model_version", "")).lower()
+    if not value:
+        return None
+    for prefix, arch in (
+        ("sdxl", "SDXL"),
+        ("sd_v1", "SD1"),
+        ("sd_v2", "SD2"),
+        ("sd3", "SD3"),
+        ("flux", "Flux"),
+    ):
+        if value.startswith(prefix):
+            return arch
+    return "Other"
+
+
+def from_keys(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Architecture from tensor key names and shapes, or None when the keys do not tell."""
+    keys = list(shapes)
+    if any("double_blocks" in k or "single_blocks" in k or "single_transformer_blocks" in k for k in keys):
+        return "Flux"
+    if any("joint_blocks" in k or "context_block" in k for k in keys):
+        return "SD3"
+    if any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) or "clip_g" in k for k in keys):
+        return "SDXL"
+    context = _context_dim(shapes)
+    if context in _CONTEXT_DIMS:
+        return _CONTEXT_DIMS[context]
+    if any(_DEEP_BLOCK.search(k) for k in keys):  # transformer depth > 1 exists only in SDXL
+        return "SDXL"
+    te_width = _te_width(shapes)
+    if te_width == 768:
+        return "SD1"
+    if te_width == 1024:
+        return "SD2"
+    if any(k.startswith("transformer.") for k in keys):
+        return "Other"
+    return None
+
+
+def from_civitai_base_model(base_model: str) -> str:
+    """Civitai ``baseModel`` -> architecture (USERS §5.3); "Unknown" for an empty value."""
+    value = base_model.strip().lower()
+    if not value:
+        return "Unknown"
+    if value.startswith("pony v7") or value.startswith("aura"):
+        return "Other"
+    if value.startswith(("sdxl", "pony", "illustrious", "noobai")):
+        return "SDXL"
+    if value.startswith("sd 1"):
+        return "SD1"
+    if value.startswith("sd 2"):
+        return "SD2"
+    if value.startswith("sd 3"):
+        return "SD3"
+    if value.startswith("flux"):
+        return "Flux"
+    return "Other"
+
+
+def from_user(user_metadata: Mapping[str, Any]) -> str | None:
+    """``sd version`` from ``{name}.json`` when it names SD1, SD2 or SDXL (any case), else None."""
+    value = str(user_metadata.get("sd version", "")).strip().upper()
+    return value if value in ("SD1", "SD2", "SDXL") else None
+
+
+def detect_file(metadata: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> Detection:
+    """What the file itself says (signals 2-4 and 6)."""
+    arch = from_modelspec(metadata)
+    if arch:
+        return (MODELSPEC, arch, "modelspec")
+    arch = from_base_model_version(metadata)
+    if arch:
+        return (SS_BASE, arch, "ss_base_model_version")
+    arch = from_keys(shapes)
+    if arch:
+        return (KEYS, arch, "keys")
+    if str(metadata.get("ss_v2", "")) == "True":
+        return (WEAK, "SD2", "ss_v2")
+    if metadata:
+        return (WEAK, "SD1", "metadata")
+    return (WEAK + 1, "Unknown", "none")
+
+
+def combine(
+    file_detection: Detection, user_metadata: Mapping[str, Any], civitai_arch: str | None
+) -> tuple[str, str]:
+    """Final (arch, source) from the file's own detection, the user's sidecar and Civitai's base model."""
+    user = from_user(user_metadata)
+    if user:
+        return user, "user"
+    strength, arch, source = file_detection
+    if civitai_arch and civitai_arch != "Unknown" and strength > CIVITAI:
+        return civitai_arch, "civitai"
+    return arch, source
+
+
+def _context_dim(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    for key, shape in shapes.items():
+        if (
+            "attn2" in key
+            and ("to_k" in key or "to_v" in key)
+            and key.endswith(_DOWN_PARTS)
+            and len(shape) == 2
+        ):
+            return shape[1]
+    return None
+
+
+def _te_width(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    for key, shape in shapes.items():
+        if ("q_proj" in key or "fc1" in key) and key.endswith(_DOWN_PARTS) and len(shape) == 2:
+            if key.startswith(("lora_te_", "lora_te1_", "text_encoder.", "te_")):
+                return shape[1]
+    return None

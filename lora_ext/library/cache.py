@@ -1,0 +1,69 @@
+"""Persistent library cache: one JSON file, keyed by absolute path and validated by (size, mtime_ns).
+
+Layout::
+
+    {"version": 1, "files": {path: {"fp": [size, mtime_ns], "data": FileData dict,
+                                    "sfp": [[name, size, mtime_ns], ...], "sidecars": SidecarData dict,
+                                    "hashes": {"addnet": hex, "sha256": hex}}}}
+
+A missing file starts empty; an unreadable or malformed one is reported and rebuilt, never fatal.
+Written atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from lora_ext.errors import Problem
+
+CACHE_VERSION = 1
+DEFAULT_CACHE_NAME = ".lora_ext_cache.json"
+
+
+def load_cache(path: str | None) -> tuple[dict[str, dict[str, Any]], Problem | None]:
+    """The cached per-file records, plus a warning when the file existed but was unusable."""
+    if path is None or not os.path.exists(path):
+        return {}, None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != CACHE_VERSION
+            or not isinstance(data.get("files"), dict)
+        ):
+            raise ValueError("unexpected layout or version")
+        files = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
+        return files, None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return {}, Problem(
+            path, f"The library cache was unreadable ({exc}); it is rebuilt from the files.", "warning"
+        )
+
+
+def save_cache(path: str | None, files: dict[str, dict[str, Any]]) -> Problem | None:
+    """Write the records atomically; a Problem (warning) when the folder is not writable."""
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".lora_ext_cache-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": CACHE_VERSION, "files": files}, handle, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except (OSError, TypeError, ValueError) as exc:
+        return Problem(
+            path, f"Cannot write the library cache ({exc}); scans will not be remembered.", "warning"
+        )
+    return None

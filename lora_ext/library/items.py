@@ -1,0 +1,74 @@
+"""Page items: one plain dict per LoRA with everything a card page needs (no HTML, no webui types)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry
+
+if TYPE_CHECKING:
+    from lora_ext.library.library import LoraLibrary
+
+
+def page_item(entry: LoraEntry, index: int, tag_name: str, search_only: bool = False) -> dict[str, Any]:
+    """Card data for one entry.
+
+    Keys: ``key`` (unique: root-qualified path without extension), ``name`` (file stem), ``alias``, ``tag_name`` (what
+    a click inserts; resolves back to this file), ``relpath``, ``filename`` (absolute path), ``folder``, ``arch``,
+    ``arch_source``, ``preview`` (absolute image path or None), ``preview_embedded`` (an ``ssmd_cover_images`` cover
+    is the preview), ``description``, ``activation_text``, ``negative_text``, ``preferred_weight`` (None = use the
+    default multiplier), ``hidden``, ``search_only``, ``shorthash`` (embedded ``sshs_model_hash`` only, else None),
+    ``sort_keys`` (``default`` = index in natural path order, ``name``, ``path``, ``date_created``,
+    ``date_modified`` in whole seconds, not swapped), ``search_terms`` (list) and ``search_text`` (lower-case, one
+    string, for substring search), ``problems`` (messages).
+    """
+    embedded = entry.preview is not None and entry.preview.startswith(EMBEDDED_PREVIEW)
+    civitai_words = list(entry.civitai.trained_words) if entry.civitai is not None else []
+    shorthash = entry.sshs_model_hash[:12] if entry.sshs_model_hash else None
+    terms = [entry.relpath + entry.ext, entry.alias, entry.description, entry.activation_text, *civitai_words]
+    if shorthash:
+        terms.append(entry.sshs_model_hash or "")
+    terms = [t for t in terms if t]
+    return {
+        "key": f"{entry.root}/{entry.relpath}",
+        "name": entry.name,
+        "alias": entry.alias,
+        "tag_name": tag_name,
+        "relpath": entry.relpath,
+        "filename": entry.path,
+        "folder": entry.folder,
+        "arch": entry.arch,
+        "arch_source": entry.arch_source,
+        "preview": None if embedded else entry.preview,
+        "preview_embedded": embedded,
+        "description": entry.description,
+        "activation_text": entry.activation_text,
+        "negative_text": entry.negative_text,
+        "preferred_weight": entry.preferred_weight,
+        "hidden": entry.hidden,
+        "search_only": search_only,
+        "shorthash": shorthash,
+        "sort_keys": {
+            "default": index,
+            "name": entry.name.lower(),
+            "path": entry.relpath.lower(),
+            "date_created": int(entry.ctime),
+            "date_modified": int(entry.mtime),
+        },
+        "search_terms": terms,
+        "search_text": "\n".join(terms).lower(),
+        "problems": [p.message for p in entry.problems],
+    }
+
+
+def page_items(library: LoraLibrary, prefer: Literal["alias", "filename"] = "alias") -> list[dict[str, Any]]:
+    """``page_item`` for every entry of the library's current snapshot, in natural path order.
+
+    Hidden entries are included with ``search_only`` set when the library's mode is "when searched" ("never" mode
+    never lists them; "always" shows them like the rest).
+    """
+    search_only = library.hidden == "when searched"
+    return [
+        page_item(entry, i, library.tag_name(entry, prefer), search_only and entry.hidden)
+        for i, entry in enumerate(library.entries())
+    ]

@@ -1,0 +1,175 @@
+"""Walk the library roots: LoRA files, their sibling file names, and per-file problems.
+
+Only ``stat`` calls happen here; no file content is read. Symlinked folders are followed once (a folder reached
+twice through links is skipped, so loops end), and links whose target lies outside every root are refused unless
+the library allows external links.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from lora_ext.errors import Problem
+from lora_ext.library.entry import LORA_EXTENSIONS
+from lora_ext.library.paths import is_within
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """One LoRA file seen by the walk.
+
+    path: absolute path under ``root`` (links not resolved). relpath: POSIX path below the root, no extension.
+    size: bytes. mtime_ns: modification time in ns. mtime, ctime: seconds (ctime = birth time where available).
+    siblings: every file name in the same folder (for sidecar and preview lookup without more syscalls).
+    sidecar_stats: (file name, size, mtime_ns) of the readable sidecars present (json, txt, civitai.info).
+    """
+
+    path: str
+    root: str
+    relpath: str
+    name: str
+    ext: str
+    size: int
+    mtime_ns: int
+    mtime: float
+    ctime: float
+    hidden: bool
+    siblings: frozenset[str]
+    sidecar_stats: tuple[tuple[str, int, int], ...]
+
+
+#: Sidecar suffixes whose content the library reads (appended to the stem).
+SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".txt", ".description.txt", ".civitai.info")
+
+
+def split_extension(filename: str) -> tuple[str, str] | None:
+    """(stem, lower-case extension) when ``filename`` has a LoRA extension, else None. Inner dots stay in the stem."""
+    lower = filename.lower()
+    for ext in LORA_EXTENSIONS:
+        if lower.endswith(ext) and len(filename) > len(ext):
+            return filename[: -len(ext)], ext
+    return None
+
+
+def walk_roots(
+    roots: list[str], skip_hidden: bool, allow_external_links: bool
+) -> tuple[list[FoundFile], list[Problem]]:
+    """All LoRA files under ``roots`` (in root order, natural order not applied) and the problems met."""
+    real_roots = [os.path.realpath(r) for r in roots]
+    found: list[FoundFile] = []
+    problems: list[Problem] = []
+    visited: set[str] = set()
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        stack = [(root, "", False)]
+        while stack:
+            folder, rel, hidden = stack.pop()
+            real = os.path.realpath(folder)
+            if real in visited:
+                continue
+            visited.add(real)
+            _scan_folder(
+                folder,
+                rel,
+                hidden,
+                root,
+                real_roots,
+                skip_hidden,
+                allow_external_links,
+                stack,
+                found,
+                problems,
+            )
+    return found, problems
+
+
+def _scan_folder(
+    folder, rel, hidden, root, real_roots, skip_hidden, allow_external, stack, found, problems
+) -> None:
+    try:
+        with os.scandir(folder) as iterator:
+            items = list(iterator)
+    except OSError as exc:
+        problems.append(
+            Problem(folder, f"Cannot list this folder ({exc.strerror or exc}); its LoRAs are skipped.")
+        )
+        return
+    names = frozenset(item.name for item in items)
+    for item in items:
+        dot = item.name.startswith(".")
+        child_rel = f"{rel}/{item.name}" if rel else item.name
+        try:
+            is_dir = item.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if dot and skip_hidden:
+                continue
+            if item.is_symlink() and not allow_external and not _inside(item.path, real_roots):
+                problems.append(_outside(item.path))
+                continue
+            stack.append((item.path, child_rel, hidden or dot))
+            continue
+        parts = split_extension(item.name)
+        if parts is None:
+            continue
+        if dot and skip_hidden:
+            continue
+        stem, ext = parts
+        try:
+            st = item.stat()
+        except OSError as exc:
+            if item.is_symlink():
+                problems.append(
+                    Problem(item.path, "Broken link: its target does not exist. Fix or remove the link.")
+                )
+            else:
+                problems.append(Problem(item.path, f"Cannot read this file ({exc.strerror or exc})."))
+            continue
+        if not item.is_file():
+            continue
+        if item.is_symlink() and not allow_external and not _inside(item.path, real_roots):
+            problems.append(_outside(item.path))
+            continue
+        sidecars = []
+        for suffix in SIDECAR_SUFFIXES:
+            sidecar = stem + suffix
+            if sidecar in names:
+                try:
+                    sst = os.stat(os.path.join(folder, sidecar))
+                    sidecars.append((sidecar, sst.st_size, sst.st_mtime_ns))
+                except OSError:
+                    sidecars.append((sidecar, -1, -1))
+        created = getattr(st, "st_birthtime", None)
+        found.append(
+            FoundFile(
+                path=os.path.abspath(item.path),
+                root=root,
+                relpath=(f"{rel}/{stem}" if rel else stem),
+                name=stem,
+                ext=ext,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                mtime=st.st_mtime,
+                ctime=float(created if created is not None else st.st_ctime),
+                hidden=hidden or dot,
+                siblings=names,
+                sidecar_stats=tuple(sidecars),
+            )
+        )
+
+
+def _inside(path: str, real_roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(is_within(real, r) for r in real_roots)
+
+
+def _outside(path: str) -> Problem:
+    return Problem(
+        path,
+        "This link points outside the Lora folders and is ignored. Move its target into a Lora folder, or add the "
+        "target folder as a library root.",
+        "warning",
+    )
