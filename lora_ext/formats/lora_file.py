@@ -1,0 +1,131 @@
+"""Read a LoRA file from disk into a ``LoraFile`` (tensors + metadata), or a ``Problem`` naming the file.
+
+``.safetensors`` is validated with our own header reader, then opened with ``safetensors.safe_open`` (tensors are
+CPU, in the stored dtype). ``.pt``/``.ckpt``/``.bin`` are read only with ``torch.load(weights_only=True)``: a pickle
+that needs arbitrary code is refused, and its payload never runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from lora_ext.adapters import LoraFile
+from lora_ext.errors import Problem
+from lora_ext.formats.safetensors_header import SafetensorsHeader, read_safetensors_header
+
+PICKLE_SUFFIXES = (".pt", ".ckpt", ".bin", ".pth")
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def read_lora_file(path: str | os.PathLike[str]) -> LoraFile | Problem:
+    """Load every tensor and the metadata of ``path``.
+
+    Returns a ``LoraFile`` whose tensors are CPU tensors in the stored dtype (a cloneofsimo list is stored under keys
+    ``"0"``, ``"1"``, ...). A PEFT ``adapter_config.json`` beside an ``adapter_model.*`` file (or beside a file with
+    ``base_model.model.`` keys) is added to the metadata under the key ``"adapter_config.json"``.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        return Problem(path, "the LoRA file does not exist; check the path or refresh the LoRA list.")
+    if os.path.isdir(path):
+        return Problem(path, "this is a directory, not a LoRA file; remove or rename it.")
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        result = _read_safetensors(path)
+    elif lower.endswith(PICKLE_SUFFIXES):
+        result = _read_pickle(path)
+    else:
+        return Problem(path, "unsupported file type; LoRA files end in .safetensors, .pt, .ckpt or .bin.")
+    if isinstance(result, Problem):
+        return result
+    _attach_adapter_config(result)
+    return result
+
+
+def _read_safetensors(path: str) -> LoraFile | Problem:
+    header = read_safetensors_header(path)
+    if isinstance(header, Problem):
+        return header
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except Exception as err:  # the library's own errors for files our header check accepted
+        return Problem(path, f"cannot read the tensors of this .safetensors file ({err}); download it again.")
+    return LoraFile(path=path, tensors=tensors, metadata=dict(header.metadata))
+
+
+def _read_pickle(path: str) -> LoraFile | Problem:
+    if os.path.getsize(path) == 0:
+        return Problem(path, "the file is empty; download it again or remove it.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err) or "GLOBAL" in str(err):
+            return Problem(
+                path,
+                "refused to load this pickle: it needs code beyond plain tensors, which could be malicious "
+                "(only weights-only pickles are read). Use a .safetensors version of this LoRA.",
+                details=(reason,),
+            )
+        return Problem(path, f"cannot read this file as a weights-only pickle ({reason}); download it again.")
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            _flatten(str(i), value, tensors)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            _flatten(str(key), value, tensors)
+    else:
+        return Problem(path, f"the file holds a {type(data).__name__}, not a LoRA state dict.")
+    if not tensors:
+        return Problem(path, "the file holds no tensors; it is not a LoRA.")
+    return LoraFile(path=path, tensors=tensors, metadata={})
+
+
+def _flatten(prefix: str, value: object, out: dict[str, torch.Tensor]) -> None:
+    """Flatten nested dicts/lists into dotted keys; numbers become 0-d float32 tensors; other leaves are dropped."""
+    if isinstance(value, torch.Tensor):
+        out[prefix] = value
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            _flatten(f"{prefix}.{key}", child, out)
+    elif isinstance(value, bool):
+        out[prefix] = torch.tensor(value)
+    elif isinstance(value, (int, float)):
+        out[prefix] = torch.tensor(float(value))
+    elif isinstance(value, torch.nn.Parameter):
+        out[prefix] = value.data
+
+
+def _attach_adapter_config(file: LoraFile) -> None:
+    folder, name = os.path.split(file.path)
+    config = os.path.join(folder, ADAPTER_CONFIG)
+    if not os.path.isfile(config):
+        return
+    peft_like = name.startswith("adapter_model") or any(
+        k.startswith("base_model.model.") for k in file.tensors
+    )
+    if not peft_like:
+        return
+    try:
+        with open(config, encoding="utf-8") as handle:
+            text = handle.read()
+        json.loads(text)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return
+    file.metadata[ADAPTER_CONFIG] = text
+
+
+def header_shapes(header: SafetensorsHeader) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from a parsed header (for architecture detection without loading tensors)."""
+    return {key: shape for key, (_dtype, shape) in header.tensors.items()}
