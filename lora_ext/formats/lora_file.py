@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import torch
 
@@ -65,7 +66,9 @@ def _read_pickle(path: str) -> LoraFile | Problem:
     if os.path.getsize(path) == 0:
         return Problem(path, "the file is empty; download it again or remove it.")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notices of the weights-only unpickler
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err) or "GLOBAL" in str(err):
