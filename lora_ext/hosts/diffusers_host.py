@@ -68,7 +68,7 @@ class Applied:
         lines = []
         for name, report in self.reports:
             summary = report.summary() if hasattr(report, "summary") else str(report)
-            lines.append(f"{name}: {summary}")
+            lines.append(summary if summary.startswith(name) else f"{name}: {summary}")
         lines += [f"{p.severity}: {p}" for p in self.problems]
         return lines
 

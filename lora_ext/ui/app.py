@@ -1,0 +1,110 @@
+"""The standalone app: prompt, negative prompt, generate button, gallery and the LoRA tab, on a diffusers host.
+
+``build_app(runtime)`` returns a Gradio Blocks; ``python -m lora_ext app`` launches it on 127.0.0.1.
+The prompt boxes use the ids ``lora_ext_app_prompt`` / ``lora_ext_app_neg_prompt`` (javascript/lora_ext.js also
+knows A1111's ``txt2img_prompt`` / ``txt2img_neg_prompt``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lora_ext.errors import is_problem
+from lora_ext.ui.runtime import Runtime, generate
+from lora_ext.ui.tab import TabHost, build_lora_tab
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APP_PREFIX = "lora_ext_app"
+HIDDEN_CSS = ".lora-ext-hidden { display: none !important; }\n"
+
+
+def extension_css() -> str:
+    """style.css of the extension (what A1111 loads from the extension root) plus the hidden-element rule."""
+    path = REPO_ROOT / "style.css"
+    return HIDDEN_CSS + (path.read_text(encoding="utf-8") if path.exists() else "")
+
+
+def extension_js() -> str:
+    """All javascript/*.js of the extension in A1111's (alphabetical) order."""
+    folder = REPO_ROOT / "javascript"
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.js")))
+
+
+def _gradio_major() -> int:
+    return int(gr.__version__.split(".")[0])
+
+
+def inject_script_js(source: str) -> str:
+    """A JS function (for a Gradio load event) that adds ``source`` as a classic <script> once."""
+    return (
+        "() => { if (!document.getElementById('lora-ext-script')) {"
+        " const s = document.createElement('script'); s.id = 'lora-ext-script';"
+        f" s.textContent = {json.dumps(source)}; document.head.appendChild(s); }} }}"
+    )
+
+
+def coverage_for(runtime: Runtime):
+    """entry -> one-line coverage summary of that LoRA against the app's model (for the inspector)."""
+
+    def summary(entry) -> str | None:
+        resolved = runtime.host.loader.resolve(entry.path, runtime.host.parts, entry.name)
+        if is_problem(resolved):
+            return str(resolved)
+        report = resolved.report
+        return report.summary() if hasattr(report, "summary") else None
+
+    return summary
+
+
+def info_html(lines: list[str]) -> str:
+    """The generation info box: one escaped line per coverage report or problem."""
+    return '<div class="lora-ext-geninfo">' + "<br>".join(html.escape(line) for line in lines) + "</div>"
+
+
+def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = APP_PREFIX) -> Any:
+    """The app's Blocks. ``prompt_prefix`` names the prompt ids (``txt2img`` gives an A1111-like page)."""
+    last: dict[str, Any] = {"image": None}
+    host = TabHost(
+        library=runtime.library,
+        model_arch=lambda: runtime.host.architecture,
+        coverage=coverage_for(runtime),
+        last_image=lambda: last["image"],
+    )
+    defaults = runtime.defaults
+    js = inject_script_js(extension_js())
+    kwargs: dict[str, Any] = {"title": "lora_ext", "css": extension_css(), "analytics_enabled": False}
+    if _gradio_major() >= 4:
+        kwargs["head"] = "<script>" + extension_js().replace("</", "<\\/") + "</script>"
+
+    def run(prompt: str, negative: str, seed: float, steps: float, progress=gr.Progress()):  # noqa: B008
+        progress(0, desc="Applying LoRAs and generating")
+        gen = generate(runtime, prompt or "", negative or "", seed=int(seed or 0), steps=int(steps))
+        last["image"] = gen.images[0]
+        progress(1, desc="Done")
+        lines = gen.applied.info_lines() or ["No LoRA tag in the prompt."]
+        return gen.images, info_html(lines)
+
+    with gr.Blocks(**kwargs) as demo:
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{prompt_prefix}_prompt")
+                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prompt_prefix}_neg_prompt")
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=0, precision=0, elem_id=f"{prompt_prefix}_seed")
+                    steps = gr.Slider(1, 50, value=defaults["steps"], step=1, label="Steps")
+                button = gr.Button("Generate", variant="primary", elem_id=f"{prompt_prefix}_generate")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(label="Result", elem_id=f"{prompt_prefix}_gallery")
+                info = gr.HTML("", elem_id=f"{prompt_prefix}_info")
+        with gr.Tabs():
+            with gr.Tab("LoRA", elem_id=f"{prefix}_tabitem"):
+                build_lora_tab(host, prefix)
+        button.click(run, inputs=[prompt, negative, seed, steps], outputs=[gallery, info])
+        if _gradio_major() < 4:
+            demo.load(None, None, None, _js=js)
+    return demo

@@ -1,0 +1,253 @@
+"""The LoRA tab: one Gradio component used inside A1111 (``on_ui_tabs``) and in the standalone app.
+
+Layout: a static browser block (search, sort, architecture and favourites filters, folder tree, card grid, pages)
+driven by javascript/lora_ext.js; a data block (JSON of ``lora_ext.ui.cards.card_data``) that Python replaces on
+refresh; hidden textbox + button pairs through which the browser sends "favourite" and "inspect" clicks; and the
+inspector with the user-metadata editor. Works with gradio 3.41 (A1111 1.10) and gradio 4.
+
+Element ids are prefixed with ``prefix`` (default ``lora_ext``) so they never clash with the webui's.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from lora_ext.errors import Problem, is_problem
+from lora_ext.library.entry import LoraEntry
+from lora_ext.ui.cards import card_data, data_block_html, gradio_file_url
+from lora_ext.ui.inspector import SD_VERSIONS, editor_values, inspector_html, merged_user_metadata
+
+SORTS = [
+    ("path", "Path"),
+    ("name", "Name"),
+    ("created", "Date created"),
+    ("modified", "Date modified"),
+    ("size", "Size"),
+]
+ARCH_FILTERS = ["SD1", "SD2", "SDXL", "SD3", "Flux", "Other", "Unknown"]
+
+
+@dataclass
+class TabHost:
+    """What the program around the tab provides (A1111 host or standalone app).
+
+    library: a ``LoraLibrary`` (``refresh()``, ``entries()``, ``hashes(entry)``, ``write_user_metadata``).
+    model_arch: architecture of the loaded model ("SD1", "SD2", "SDXL") or None when none is loaded.
+    default_multiplier: weight inserted when a LoRA has no preferred weight.
+    preferred_name: "alias" or "filename" (A1111 "refer to Lora by").
+    coverage: entry -> one-line coverage summary against the loaded model, or None.
+    last_image: the last generated PIL image, or None; used by "Replace preview".
+    preview_url: entry -> URL of its preview image for the browser, or None for the placeholder.
+    samples_format: image format "Replace preview" writes (``{name}.{samples_format}``, USERS C4).
+    """
+
+    library: Any
+    model_arch: Callable[[], str | None] = lambda: None
+    default_multiplier: Callable[[], float] = lambda: 1.0
+    preferred_name: Callable[[], str] = lambda: "alias"
+    coverage: Callable[[LoraEntry], str | None] | None = None
+    last_image: Callable[[], Any] | None = None
+    preview_url: Callable[[LoraEntry], str | None] = gradio_file_url
+    samples_format: str = "png"
+
+
+@dataclass
+class LoraTab:
+    """Handles to the tab's components (for hosts that wire more events)."""
+
+    prefix: str
+    data: Any
+    refresh: Any
+    status: Any
+    selected: Any
+    components: dict[str, Any] = field(default_factory=dict)
+
+
+def browser_html(prefix: str) -> str:
+    """The static part of the browser; javascript/lora_ext.js fills the folder pane and the grid."""
+    esc = html.escape
+    sorts = "".join(f'<option value="{k}">{esc(label)}</option>' for k, label in SORTS)
+    archs = "".join(f'<option value="{a}">{a}</option>' for a in ARCH_FILTERS)
+    return (
+        f'<div class="lora-ext-browser" data-prefix="{esc(prefix, quote=True)}">'
+        '<div class="lora-ext-controls">'
+        '<input class="lora-ext-search" type="search" placeholder="Search name, alias, folder, description, tags…" '
+        'aria-label="Search LoRAs">'
+        f'<select class="lora-ext-sort" aria-label="Sort by">{sorts}</select>'
+        '<button class="lora-ext-order" title="Ascending / descending">↑</button>'
+        f'<select class="lora-ext-arch" aria-label="Architecture"><option value="all">All architectures</option>'
+        f"{archs}</select>"
+        '<label class="lora-ext-favlabel"><input type="checkbox" class="lora-ext-favonly"> ★ only</label>'
+        '<span class="lora-ext-pager"><button class="lora-ext-prev" title="Previous page">‹</button>'
+        '<span class="lora-ext-pageinfo"></span><button class="lora-ext-next" title="Next page">›</button></span>'
+        "</div>"
+        '<div class="lora-ext-body"><div class="lora-ext-folders"></div><div class="lora-ext-grid"></div></div>'
+        "</div>"
+    )
+
+
+def _find(host: TabHost, name: str) -> LoraEntry | None:
+    for e in host.library.entries():
+        if e.relpath == name:
+            return e
+    return None
+
+
+def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
+    """Create the tab's components inside the current Gradio Blocks context and wire their events."""
+
+    def data_now() -> str:
+        data = card_data(
+            host.library.entries(),
+            preferred_name=host.preferred_name(),
+            default_multiplier=host.default_multiplier(),
+            model_arch=host.model_arch(),
+            preview_url=host.preview_url,
+        )
+        return data_block_html(data, prefix)
+
+    def refresh(progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through the default
+        progress(0, desc="Scanning LoRA folders")
+        report = host.library.refresh()
+        progress(1, desc="Building cards")
+        count = len(host.library.entries())
+        errors = len(getattr(report, "errors", []) or [])
+        status = f"{count} LoRAs" + (f", {errors} with problems" if errors else "")
+        return data_now(), status
+
+    def hidden_pair(what: str):
+        box = gr.Textbox(elem_id=f"{prefix}_{what}_name", elem_classes=["lora-ext-hidden"], show_label=False)
+        button = gr.Button(elem_id=f"{prefix}_{what}_button", elem_classes=["lora-ext-hidden"])
+        return box, button
+
+    with gr.Column(elem_id=f"{prefix}_tab", elem_classes=["lora-ext-tab"]):
+        with gr.Row(elem_classes=["lora-ext-toolbar"]):
+            refresh_button = gr.Button("🔄 Refresh", elem_id=f"{prefix}_refresh", size="sm")
+            status = gr.HTML("", elem_id=f"{prefix}_status")
+        gr.HTML(browser_html(prefix), elem_id=f"{prefix}_browser")
+        data = gr.HTML(data_now(), elem_id=f"{prefix}_data", elem_classes=["lora-ext-hidden"])
+        fav_name, fav_button = hidden_pair("fav")
+        sel_name, sel_button = hidden_pair("select")
+        with gr.Accordion("Inspector", open=True, elem_id=f"{prefix}_inspector"):
+            info = gr.HTML("<p>Click ⓘ on a card to inspect it.</p>", elem_id=f"{prefix}_insp_info")
+            with gr.Row():
+                description = gr.Textbox(label="Description", lines=2, elem_id=f"{prefix}_insp_description")
+                notes = gr.Textbox(label="Notes", lines=2, elem_id=f"{prefix}_insp_notes")
+            activation = gr.Textbox(label="Activation text", elem_id=f"{prefix}_insp_activation")
+            negative = gr.Textbox(label="Negative text", elem_id=f"{prefix}_insp_negative")
+            with gr.Row():
+                weight = gr.Number(
+                    label="Preferred weight (0 = default multiplier; negative allowed)",
+                    value=0,
+                    elem_id=f"{prefix}_insp_weight",
+                )
+                version = gr.Dropdown(
+                    SD_VERSIONS, value="", label="SD version ('' = detect)", elem_id=f"{prefix}_insp_version"
+                )
+            with gr.Row():
+                save = gr.Button("Save", variant="primary", elem_id=f"{prefix}_insp_save")
+                preview = gr.Button("Replace preview with last image", elem_id=f"{prefix}_insp_preview")
+            insp_status = gr.HTML("", elem_id=f"{prefix}_insp_status")
+
+    editor = [description, notes, activation, negative, weight, version]
+
+    def select(name: str):
+        entry = _find(host, name)
+        if entry is None:
+            return [f"<p>{html.escape(name)} is not in the library any more; press Refresh.</p>"] + [
+                gr.update() for _ in editor
+            ]
+        hashes = None
+        if hasattr(host.library, "hashes"):
+            hashes = host.library.hashes(entry)
+            hashes = None if is_problem(hashes) else hashes
+        coverage = host.coverage(entry) if host.coverage else None
+        v = editor_values(entry)
+        body = inspector_html(entry, prefix=prefix, coverage=coverage, hashes=hashes)
+        return [
+            body,
+            v["description"],
+            v["notes"],
+            v["activation text"],
+            v["negative text"],
+            v["preferred weight"],
+            v["sd version"],
+        ]
+
+    def write(entry: LoraEntry, data_: dict) -> str | None:
+        result = host.library.write_user_metadata(entry, data_)
+        return str(result) if isinstance(result, Problem) else None
+
+    def save_meta(name, desc, notes_, act, neg, w, ver):
+        entry = _find(host, name)
+        if entry is None:
+            return gr.update(), "Select a LoRA first (ⓘ on a card)."
+        edits = {
+            "description": desc or "",
+            "notes": notes_ or "",
+            "activation text": act or "",
+            "negative text": neg or "",
+            "preferred weight": float(w or 0),
+            "sd version": ver or "",
+        }
+        problem = write(entry, merged_user_metadata(entry, edits))
+        if problem:
+            return gr.update(), html.escape(problem)
+        host.library.refresh()
+        return data_now(), f"Saved {html.escape(Path(entry.path).stem)}.json"
+
+    def toggle_fav(name):
+        entry = _find(host, name)
+        if entry is None:
+            return gr.update()
+        data_ = dict(entry.user_metadata)
+        data_["favorite"] = not bool(data_.get("favorite"))
+        write(entry, data_)
+        host.library.refresh()
+        return data_now()
+
+    def replace_preview(name):
+        entry = _find(host, name)
+        image = host.last_image() if host.last_image else None
+        if entry is None:
+            return gr.update(), "Select a LoRA first (ⓘ on a card)."
+        if image is None:
+            return gr.update(), "Generate an image first; its result becomes the preview."
+        target = str(Path(entry.path).with_suffix("")) + "." + host.samples_format
+        image.save(target)
+        host.library.refresh()
+        return data_now(), f"Preview written to {html.escape(target)}"
+
+    refresh_button.click(refresh, outputs=[data, status])
+    sel_button.click(select, inputs=[sel_name], outputs=[info] + editor)
+    fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data])
+    save.click(save_meta, inputs=[sel_name] + editor, outputs=[data, insp_status])
+    preview.click(replace_preview, inputs=[sel_name], outputs=[data, insp_status])
+
+    root = _root_block()
+    if root is not None:
+        # A reloaded page gets the current cards, not those of the moment the UI was built.
+        root.load(data_now, outputs=[data])
+
+    return LoraTab(
+        prefix=prefix,
+        data=data,
+        refresh=refresh_button,
+        status=status,
+        selected=sel_name,
+        components={"info": info, "activation": activation, "save": save, "preview": preview},
+    )
+
+
+def _root_block() -> Any | None:
+    try:
+        from gradio.context import Context
+    except ImportError:
+        return None
+    return getattr(Context, "root_block", None)

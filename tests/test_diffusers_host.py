@@ -1,0 +1,154 @@
+"""DiffusersHost: tags on a diffusers pipeline are patched, run and restored bit for bit (issue 6 acceptance).
+
+LoRA files are written by diffusers + peft (``save_lora_weights``) for the tiny SD1 pipeline at test time.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lora_ext.adapters import ActiveLora
+from lora_ext.engine import LoraLoader
+from lora_ext.hosts.diffusers_host import DiffusersHost, find_components
+from lora_ext.keys.model_parts import ModelParts
+from lora_ext.library import LoraLibrary
+from lora_ext.patcher import Patcher
+
+GEN = dict(height=64, width=64, num_inference_steps=2)
+
+
+def write_peft_lora(folder, name: str, seed: int = 1, rank: int = 4, alpha: int = 8) -> str:
+    """A diffusers/PEFT LoRA for the tiny SD1 UNet and text encoder, written by diffusers' own saver."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from lora_ext.demo import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd1", 0)
+    torch.manual_seed(seed)
+    unet_cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
+    te_cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    pipe.unet.add_adapter(unet_cfg)
+    pipe.text_encoder.add_adapter(te_cfg)
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder),
+        unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
+        weight_name=f"{name}.safetensors",
+        unet_lora_adapter_metadata=unet_cfg.to_dict(),
+        text_encoder_lora_adapter_metadata=te_cfg.to_dict(),
+    )
+    return str(folder / f"{name}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loras")
+    write_peft_lora(folder, "style", seed=1)
+    return folder
+
+
+def state(pipe) -> dict[str, torch.Tensor]:
+    parts = ModelParts.from_diffusers(find_components(pipe))
+    return {
+        f"{c}.{k}": v.detach().clone() for c, m in parts.modules().items() for k, v in m.state_dict().items()
+    }
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    bad = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+    assert not bad, bad[:5]
+
+
+def image_bytes(images) -> bytes:
+    return images[0].tobytes()
+
+
+def host_for(pipe, lora_dir) -> DiffusersHost:
+    library = LoraLibrary([str(lora_dir)])
+    library.refresh()
+    return DiffusersHost(pipe, library)
+
+
+def test_tagged_generation_equals_engine_patched_pipeline_and_restores(sd1_pipe, make_pipeline, lora_dir):
+    host = host_for(sd1_pipe, lora_dir)
+    original = state(sd1_pipe)
+    gen = host.generate("a cat <lora:style:0.7:0.4>", generator=torch.Generator().manual_seed(3), **GEN)
+    assert_bit_identical(state(sd1_pipe), original)
+    assert [p for p in gen.applied.problems if p.severity == "error"] == []
+    assert gen.applied.reports and "style" in gen.applied.info_lines()[0]
+
+    # reference: a second pipeline patched by the engine directly, run with the clean prompt
+    ref = make_pipeline("sd1", 0)
+    parts = ModelParts.from_diffusers(ref)
+    resolved = LoraLoader().resolve(str(lora_dir / "style.safetensors"), parts, "style")
+    patcher = Patcher()
+    patcher.apply([ActiveLora(resolved, te=0.7, unet=0.4)])
+    expected = ref(prompt=gen.applied.prompt, generator=torch.Generator().manual_seed(3), **GEN).images
+    patcher.restore()
+    assert image_bytes(gen.images) == image_bytes(expected)
+
+    plain = host.generate("a cat", generator=torch.Generator().manual_seed(3), **GEN)
+    assert image_bytes(plain.images) != image_bytes(gen.images)
+
+
+def test_restore_when_the_pipeline_raises_mid_run(sd1_pipe, lora_dir):
+    host = host_for(sd1_pipe, lora_dir)
+    original = state(sd1_pipe)
+    seen = {}
+
+    def boom(pipe, step, timestep, kwargs):
+        seen["patched"] = any(
+            not torch.equal(v, original[f"unet.{k}"]) for k, v in pipe.unet.state_dict().items()
+        )
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        host.generate("a cat <lora:style:1>", callback_on_step_end=boom, **GEN)
+    assert seen["patched"]  # the LoRA really was in the weights while the pipeline ran
+    assert_bit_identical(state(sd1_pipe), original)
+    assert not host.patcher.is_patched
+
+
+def test_unknown_name_is_a_problem_and_nothing_is_patched(sd1_pipe, lora_dir):
+    host = host_for(sd1_pipe, lora_dir)
+    gen = host.generate("a cat <lora:nope:1>", generator=torch.Generator().manual_seed(0), **GEN)
+    plain = host.generate("a cat", generator=torch.Generator().manual_seed(0), **GEN)
+    assert any("nope" in str(p) for p in gen.applied.problems)
+    assert gen.applied.active == []
+    assert image_bytes(gen.images) == image_bytes(plain.images)
+
+
+class RiffusionLike:
+    """A custom pipeline that keeps its parts under other names (only ``components`` says what they are)."""
+
+    def __init__(self, pipe):
+        self.components = {"denoiser": pipe.unet, "clip": pipe.text_encoder, "vae": pipe.vae}
+        self.inner = pipe
+
+    def __call__(self, prompt, **kw):
+        return self.inner(prompt=prompt, **kw)
+
+
+def test_custom_pipeline_found_by_component_class(sd1_pipe, lora_dir):
+    custom = RiffusionLike(sd1_pipe)
+    found = find_components(custom)
+    assert found["unet"] is sd1_pipe.unet and found["text_encoder"] is sd1_pipe.text_encoder
+    host = host_for(custom, lora_dir)
+    original = state(sd1_pipe)
+    with host.applied("x <lora:style:1>") as applied:
+        assert applied.active
+        assert not torch.equal(
+            sd1_pipe.unet.state_dict()[
+                next(k for k in original if "to_q" in k and k.startswith("unet."))[5:]
+            ],
+            original[next(k for k in original if "to_q" in k and k.startswith("unet."))],
+        )
+    assert_bit_identical(state(sd1_pipe), original)
