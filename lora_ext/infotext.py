@@ -111,7 +111,7 @@ def remap_prompt_by_hashes(
         pieces += [prompt[last : match.start()], f"<{network}:{':'.join(args)}>"]
         last = match.end()
         notes.append(
-            f"Lora hashes: {match.group(0)} now uses the local LoRA {local} (same hash {hashes[alias]})."
+            f"Lora hashes: {match.group(0)} now uses the local LoRA {local} (same hash {hashes[alias].strip().lower()})."
         )
     pieces.append(prompt[last:])
     return "".join(pieces), notes
