@@ -85,6 +85,7 @@ class LoraLibrary:
         self._file_data: dict[str, tuple[list[int], FileData]] = {}
         self._sidecar_data: dict[str, tuple[list[list[Any]], SidecarData]] = {}
         self._hashes: dict[str, tuple[list[int], str, str]] = {}
+        self._texts: dict[str, tuple[tuple[int, int], str]] = {}  # sidecar path -> ((size, mtime_ns), text)
         self._counter_lock = threading.Lock()
         self._reads = 0
         self._hash_reads = 0
@@ -112,6 +113,22 @@ class LoraLibrary:
         self._count(path)
         with open(path, encoding="utf-8-sig") as handle:
             return handle.read()
+
+    def _sidecar_reader(self, folder: str, sfp: list[list[Any]]):
+        """A ``read_text`` that re-reads a sidecar only when its own (size, mtime_ns) changed since the last read."""
+        stats = {os.path.join(folder, name): (size, mtime_ns) for name, size, mtime_ns in sfp}
+
+        def read(path: str) -> str:
+            stat = stats.get(path)
+            held = self._texts.get(path)
+            if held is not None and stat is not None and held[0] == stat:
+                return held[1]
+            text = self._read_text(path)
+            if stat is not None:
+                self._texts[path] = (stat, text)
+            return text
+
+        return read
 
     # ----------------------------------------------------------------------------------------------- refresh
     def refresh(self) -> RefreshReport:
@@ -180,6 +197,11 @@ class LoraLibrary:
         for table in (self._file_data, self._sidecar_data):
             for path in [p for p in table if p not in seen]:
                 del table[path]
+        live_sidecars = {
+            os.path.join(os.path.dirname(item.path), stat[0]) for item in found for stat in item.sidecar_stats
+        }
+        for path in [p for p in self._texts if p not in live_sidecars]:
+            del self._texts[path]
         snapshot = _Snapshot(
             entries=tuple(entries),
             index=NameIndex(entries),
@@ -203,7 +225,8 @@ class LoraLibrary:
                 return data, False
             except (KeyError, TypeError, ValueError):
                 pass
-        self._count(item.path)
+        if item.ext == ".safetensors":  # other containers are not opened (their header would need unpickling)
+            self._count(item.path)
         data = read_file_data(item.path, item.ext, item.size)
         if data.cacheable:
             records[item.path] = {"fp": fp, "data": data.to_dict()}
@@ -226,7 +249,7 @@ class LoraLibrary:
             except (KeyError, TypeError, ValueError):
                 pass
         folder = os.path.dirname(item.path)
-        data = read_sidecars(folder, item.name, [s[0] for s in sfp], self._read_text)
+        data = read_sidecars(folder, item.name, [s[0] for s in sfp], self._sidecar_reader(folder, sfp))
         self._sidecar_data[item.path] = (sfp, data)
         if item.path in records:
             records[item.path]["sfp"] = sfp

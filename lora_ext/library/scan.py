@@ -56,83 +56,83 @@ def walk_roots(
     roots: list[str], skip_hidden: bool, allow_external_links: bool
 ) -> tuple[list[FoundFile], list[Problem]]:
     """All LoRA files under ``roots`` (in root order, natural order not applied) and the problems met."""
-    real_roots = [os.path.realpath(r) for r in roots]
-    found: list[FoundFile] = []
-    problems: list[Problem] = []
-    visited: set[str] = set()
+    walker = _Walker(roots, skip_hidden, allow_external_links)
     for root in roots:
-        if not os.path.isdir(root):
-            continue
-        stack = [(root, "", False)]
-        while stack:
-            folder, rel, hidden = stack.pop()
+        if os.path.isdir(root):
+            walker.walk(root)
+    return walker.found, walker.problems
+
+
+class _Walker:
+    """One walk over the roots. Real folders are scanned before linked ones, so a folder reachable both ways is
+    listed under its real path; each folder (by real path) is scanned once, which also ends link loops."""
+
+    def __init__(self, roots: list[str], skip_hidden: bool, allow_external: bool):
+        self.real_roots = [os.path.realpath(r) for r in roots]
+        self.skip_hidden = skip_hidden
+        self.allow_external = allow_external
+        self.found: list[FoundFile] = []
+        self.problems: list[Problem] = []
+        self.visited: set[str] = set()
+
+    def walk(self, root: str) -> None:
+        stack: list[tuple[str, str, bool]] = [(root, "", False)]
+        links: list[tuple[str, str, bool]] = []
+        while stack or links:
+            folder, rel, hidden = stack.pop() if stack else links.pop(0)
             real = os.path.realpath(folder)
-            if real in visited:
+            if real in self.visited:
                 continue
-            visited.add(real)
-            _scan_folder(
-                folder,
-                rel,
-                hidden,
-                root,
-                real_roots,
-                skip_hidden,
-                allow_external_links,
-                stack,
-                found,
-                problems,
-            )
-    return found, problems
+            self.visited.add(real)
+            self._scan_folder(root, folder, rel, hidden, stack, links)
 
-
-def _scan_folder(
-    folder, rel, hidden, root, real_roots, skip_hidden, allow_external, stack, found, problems
-) -> None:
-    try:
-        with os.scandir(folder) as iterator:
-            items = list(iterator)
-    except OSError as exc:
-        problems.append(
-            Problem(folder, f"Cannot list this folder ({exc.strerror or exc}); its LoRAs are skipped.")
-        )
-        return
-    names = frozenset(item.name for item in items)
-    for item in items:
-        dot = item.name.startswith(".")
-        child_rel = f"{rel}/{item.name}" if rel else item.name
+    def _scan_folder(self, root, folder, rel, hidden, stack, links) -> None:
         try:
-            is_dir = item.is_dir()
-        except OSError:
-            is_dir = False
-        if is_dir:
-            if dot and skip_hidden:
+            with os.scandir(folder) as iterator:
+                items = sorted(iterator, key=lambda item: item.name, reverse=True)  # popped in name order
+        except OSError as exc:
+            self.problems.append(
+                Problem(folder, f"Cannot list this folder ({exc.strerror or exc}); its LoRAs are skipped.")
+            )
+            return
+        names = frozenset(item.name for item in items)
+        for item in items:
+            dot = item.name.startswith(".")
+            if dot and self.skip_hidden:
                 continue
-            if item.is_symlink() and not allow_external and not _inside(item.path, real_roots):
-                problems.append(_outside(item.path))
+            child_rel = f"{rel}/{item.name}" if rel else item.name
+            try:
+                is_dir = item.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not item.is_symlink():
+                    stack.append((item.path, child_rel, hidden or dot))
+                elif self.allow_external or _inside(item.path, self.real_roots):
+                    links.append((item.path, child_rel, hidden or dot))
+                else:
+                    self.problems.append(_outside(item.path))
                 continue
-            stack.append((item.path, child_rel, hidden or dot))
-            continue
-        parts = split_extension(item.name)
-        if parts is None:
-            continue
-        if dot and skip_hidden:
-            continue
+            parts = split_extension(item.name)
+            if parts is not None:
+                self._add_file(root, folder, rel, hidden or dot, item, parts, names)
+
+    def _add_file(self, root, folder, rel, hidden, item, parts, names) -> None:
         stem, ext = parts
         try:
             st = item.stat()
         except OSError as exc:
             if item.is_symlink():
-                problems.append(
-                    Problem(item.path, "Broken link: its target does not exist. Fix or remove the link.")
-                )
+                message = "Broken link: its target does not exist. Fix or remove the link."
             else:
-                problems.append(Problem(item.path, f"Cannot read this file ({exc.strerror or exc})."))
-            continue
+                message = f"Cannot read this file ({exc.strerror or exc})."
+            self.problems.append(Problem(item.path, message))
+            return
         if not item.is_file():
-            continue
-        if item.is_symlink() and not allow_external and not _inside(item.path, real_roots):
-            problems.append(_outside(item.path))
-            continue
+            return
+        if item.is_symlink() and not self.allow_external and not _inside(item.path, self.real_roots):
+            self.problems.append(_outside(item.path))
+            return
         sidecars = []
         for suffix in SIDECAR_SUFFIXES:
             sidecar = stem + suffix
@@ -143,7 +143,7 @@ def _scan_folder(
                 except OSError:
                     sidecars.append((sidecar, -1, -1))
         created = getattr(st, "st_birthtime", None)
-        found.append(
+        self.found.append(
             FoundFile(
                 path=os.path.abspath(item.path),
                 root=root,
@@ -154,7 +154,7 @@ def _scan_folder(
                 mtime_ns=st.st_mtime_ns,
                 mtime=st.st_mtime,
                 ctime=float(created if created is not None else st.st_ctime),
-                hidden=hidden or dot,
+                hidden=hidden,
                 siblings=names,
                 sidecar_stats=tuple(sidecars),
             )
