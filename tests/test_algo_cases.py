@@ -1,4 +1,4 @@
-"""Random adapters for every algorithm and target shape, each paired with its oracle (``tests/oracles.py``).
+"""Shared fixtures, no tests: random adapters for every algorithm and target shape, each paired with its oracle.
 
 ``CASES[name](seed)`` returns ``(adapter, w0, want)`` where ``want(m)`` is the oracle's float64 ΔW at multiplier m.
 Shapes are tiny: out = 8, in = 6, kernels 1×1 or 3×3, ranks 2–4.

@@ -109,7 +109,7 @@ def compare(cls, kind: str, m: float, seed: int = 0, std: float = 1.0, **kwargs)
     module = cls("lora_test", org, multiplier=m, **kwargs)
     randomise(module, seed, std)
     if getattr(module, "constraint", 0) > 0:  # the OFT clamp must really act for the test to cover it
-        q = module.oft_blocks - module.oft_blocks.transpose(-1, -2)
+        q = module.oft_blocks.detach() - module.oft_blocks.detach().transpose(-1, -2)
         assert float(q.norm()) > module.constraint
     if isinstance(module, FullModule):
         module.apply_to()  # turns the trained weight into W₀ + diff, as after training; state_dict() gives diff

@@ -8,7 +8,7 @@ import torch
 from lora_ext.adapters import LayerAdapter
 from lora_ext.algorithms import ALGORITHM_NAMES, AdapterShapeError, delta_is_w_dependent, layer_delta
 from tests import oracles
-from tests.algo_cases import CASES
+from tests.test_algo_cases import CASES
 
 torch.set_num_threads(1)
 
