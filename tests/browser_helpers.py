@@ -1,4 +1,5 @@
-"""Shared helpers for the Playwright tests: Debian chromium, free ports, a Gradio app served in a thread.
+"""Shared helpers for the app, host and Playwright tests: Debian chromium, free ports, a Gradio app served in a
+thread, and LoRA files written by diffusers + peft for the tiny SD1 pipeline.
 
 The browser is the system ``/usr/bin/chromium`` (``playwright install`` cannot download here, STACK.md).
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,13 +60,18 @@ def screenshot(page, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def serve_blocks(blocks) -> Iterator[str]:
+def serve_blocks(blocks, allowed_paths: list[str] | None = None) -> Iterator[str]:
     """Launch a Gradio Blocks on 127.0.0.1 at a free port (non-blocking); yield its URL; close on exit."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     port = free_port()
     blocks.queue()
     blocks.launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=True, quiet=True
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        show_error=True,
+        quiet=True,
+        allowed_paths=allowed_paths or [],
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -96,7 +101,45 @@ def js_source() -> str:
     return (REPO / "javascript" / "lora_ext.js").read_text(encoding="utf-8")
 
 
-def run_in_thread(fn) -> threading.Thread:
-    t = threading.Thread(target=fn, daemon=True)
-    t.start()
-    return t
+def write_peft_lora(
+    folder, name: str, seed: int = 1, rank: int = 4, alpha: int = 8, metadata: dict[str, str] | None = None
+) -> str:
+    """A diffusers/PEFT LoRA for the tiny SD1 UNet and text encoder, written by diffusers' own saver.
+
+    metadata: extra ``__metadata__`` entries (e.g. kohya ``ss_tag_frequency``) merged into the written file.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from lora_ext.demo import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd1", 0)
+    torch.manual_seed(seed)
+    unet_cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
+    te_cfg = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    pipe.unet.add_adapter(unet_cfg)
+    pipe.text_encoder.add_adapter(te_cfg)
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder),
+        unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
+        weight_name=f"{name}.safetensors",
+        unet_lora_adapter_metadata=unet_cfg.to_dict(),
+        text_encoder_lora_adapter_metadata=te_cfg.to_dict(),
+    )
+    path = str(folder / f"{name}.safetensors")
+    if metadata:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        with safe_open(path, "pt") as f:
+            merged = dict(f.metadata() or {})
+        merged.update(metadata)
+        save_file(load_file(path), path, metadata=merged)
+    return path

@@ -14,37 +14,9 @@ from lora_ext.hosts.diffusers_host import DiffusersHost, find_components
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.library import LoraLibrary
 from lora_ext.patcher import Patcher
+from tests.browser_helpers import write_peft_lora
 
 GEN = dict(height=64, width=64, num_inference_steps=2)
-
-
-def write_peft_lora(folder, name: str, seed: int = 1, rank: int = 4, alpha: int = 8) -> str:
-    """A diffusers/PEFT LoRA for the tiny SD1 UNet and text encoder, written by diffusers' own saver."""
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    from lora_ext.demo import build_tiny_pipeline
-
-    pipe = build_tiny_pipeline("sd1", 0)
-    torch.manual_seed(seed)
-    unet_cfg = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
-    )
-    te_cfg = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-    )
-    pipe.unet.add_adapter(unet_cfg)
-    pipe.text_encoder.add_adapter(te_cfg)
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder),
-        unet_lora_layers=get_peft_model_state_dict(pipe.unet),
-        text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
-        weight_name=f"{name}.safetensors",
-        unet_lora_adapter_metadata=unet_cfg.to_dict(),
-        text_encoder_lora_adapter_metadata=te_cfg.to_dict(),
-    )
-    return str(folder / f"{name}.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,16 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
     )
     defaults = runtime.defaults
     js = inject_script_js(extension_js())
-    kwargs: dict[str, Any] = {"title": "lora_ext", "css": extension_css(), "analytics_enabled": False}
+    # System fonts only: the default theme fetches Google fonts, which an offline machine cannot reach.
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    kwargs: dict[str, Any] = {
+        "title": "lora_ext",
+        "css": extension_css(),
+        "analytics_enabled": False,
+        "theme": theme,
+    }
     if _gradio_major() >= 4:
         kwargs["head"] = "<script>" + extension_js().replace("</", "<\\/") + "</script>"
 
