@@ -1,0 +1,56 @@
+"""``python -m lora_ext generate | inspect`` on the embedded tiny model with LoRAs written by diffusers + peft."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from lora_ext.cli import main
+from tests.browser_helpers import write_peft_lora
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli_loras")
+    write_peft_lora(folder, "style", seed=1)
+    return folder
+
+
+def test_generate_writes_images_and_prints_coverage(lora_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        ["generate", "--prompt", "a cat <lora:style:0.8>", "--lora-dir", str(lora_dir), "--out", str(out)]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "matched" in text and "style" in text
+    with Image.open(out / "image-0.png") as img:
+        assert img.size == (64, 64)
+
+
+def test_grid_is_one_flag_away(lora_dir, tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(
+        ["generate", "--prompt", "a cat", "--grid", "style", "--lora-dir", str(lora_dir), "--out", str(out)]
+    )
+    assert code == 0
+    with Image.open(out / "grid-style.png") as grid:
+        assert grid.size == (4 * 64, 64 + 14)
+        tiles = [grid.crop((i * 64, 14, (i + 1) * 64, 78)).tobytes() for i in range(4)]
+    assert len(set(tiles)) == 4  # weights -1, 0, 0.5, 1 give four different images
+    assert "matched" in capsys.readouterr().out
+
+
+def test_unknown_lora_is_reported_not_raised(lora_dir, tmp_path, capsys):
+    code = main(
+        ["generate", "--prompt", "x <lora:nope:1>", "--lora-dir", str(lora_dir), "--out", str(tmp_path)]
+    )
+    assert code == 3
+    assert "nope" in capsys.readouterr().out
+
+
+def test_inspect_prints_coverage_and_missing_file_is_a_message(lora_dir, capsys):
+    assert main(["inspect", str(lora_dir / "style.safetensors")]) == 0
+    assert "matched" in capsys.readouterr().out
+    assert main(["inspect", str(lora_dir / "missing.safetensors")]) == 2
+    assert "File not found" in capsys.readouterr().err
