@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import itertools
 import json
 import re
 from collections import Counter
@@ -19,7 +20,7 @@ from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
 LOADABLE_ARCHS = ("SD1", "SD2", "SDXL")
-#: Dataset tags put into a card's search text (most frequent first).
+#: Dataset tags per dataset put into a card's search text.
 SEARCH_TAGS = 40
 DEFAULT_PAGE_SIZE = 60
 #: A tiny neutral SVG used when a LoRA has no preview.
@@ -101,14 +102,28 @@ def _algo_label(entry: LoraEntry) -> str:
     return f"{algo} r{s.rank}" if s.rank else algo
 
 
-def _search_text(entry: LoraEntry, tags: list[tuple[str, int]]) -> str:
+def search_tags(metadata: dict[str, Any], limit: int = SEARCH_TAGS) -> list[str]:
+    """Up to ``limit`` dataset tags per dataset, in file order (kohya writes them as first seen), for the search
+    text. Not sorted by count: this runs for every card of a 5 000-LoRA library on each refresh."""
+    freq = metadata.get("ss_tag_frequency")
+    if isinstance(freq, str):
+        return [t for t, _ in dataset_tags(metadata)[:limit]]
+    out: list[str] = []
+    if isinstance(freq, dict):
+        for tags in freq.values():
+            if isinstance(tags, dict):
+                out += itertools.islice(tags, limit)
+    return out
+
+
+def _search_text(entry: LoraEntry, tags: list[str]) -> str:
     parts = [entry.name, entry.alias, entry.relpath, entry.description, entry.activation_text, entry.arch]
     parts += [str(entry.user_metadata.get("notes", ""))]
     if entry.civitai is not None:
         parts += list(entry.civitai.trained_words) + [entry.civitai.base_model]
     if entry.sshs_model_hash:
         parts.append(entry.sshs_model_hash)
-    parts += [t for t, _ in tags[:SEARCH_TAGS]]
+    parts += tags
     return " ".join(p for p in parts if p).lower()
 
 
@@ -168,7 +183,7 @@ def card_record(
     path_rank: int = 0,
 ) -> dict[str, Any]:
     """The browser record of one entry (see ``card_data``)."""
-    tags = dataset_tags(entry.metadata)
+    tags = search_tags(entry.metadata)
     mismatch = bool(model_arch) and entry.arch != "Unknown" and entry.arch != model_arch
     fav = bool(entry.user_metadata.get("favorite"))
     pw = entry.preferred_weight
