@@ -79,7 +79,7 @@ def randomise(module: nn.Module, seed: int, std: float) -> None:
     with torch.no_grad():
         for name, p in module.named_parameters():
             noise = torch.randn(p.shape, generator=g) * std
-            p.copy_(1 + noise if name == "rescale" else noise)
+            p.copy_(1 + noise if name in ("rescale", "dora_scale") else noise)
 
 
 def adapter_from(module: nn.Module) -> LayerAdapter:
@@ -226,3 +226,22 @@ def test_norm_matches_lycoris_forward(kind, m):
 @pytest.mark.parametrize("kind, kwargs", [("linear", {}), ("conv3x3", {}), ("conv3x3", {"use_tucker": True})])
 def test_locon_matches_lycoris_forward(kind, kwargs, m):
     compare(LoConModule, kind, m, lora_dim=2, alpha=1.0, **kwargs)
+
+
+@pytest.mark.parametrize("wd_on_out", [True, False])
+@pytest.mark.parametrize(
+    "cls, kind, kwargs",
+    [
+        (LoConModule, "linear", {}),
+        (LoConModule, "conv3x3", {}),
+        (LoConModule, "conv3x3", {"use_tucker": True}),
+        (LohaModule, "linear", {}),
+        (LokrModule, "conv3x3", {"lora_dim": 1, "alpha": 0.5}),
+    ],
+)
+def test_dora_matches_lycoris_forward_at_one(cls, kind, kwargs, wd_on_out):
+    """LyCORIS DoRA (``dora_scale`` [out,1,…] when ``wd_on_out``, else [1,in,…]); the axis is read from the shape.
+    LyCORIS blends W_c·(1 + m(g/‖W_c‖ − 1)) (m = 0 gives W + sΔW); we blend W + m(W_d − W) (FORMATS §10.8), so the
+    two agree at m = 1 only."""
+    kwargs = {"lora_dim": 2, "alpha": 1.0} | kwargs
+    compare(cls, kind, 1.0, std=0.5, weight_decompose=True, wd_on_out=wd_on_out, **kwargs)

@@ -1,8 +1,9 @@
 """DoRA weight decomposition on top of any additive family (FORMATS.md §9.12, §10.8).
 
 W_c = W₀ + s·ΔW_raw; W_d = g ⊙ W_c / (‖W_c‖_axis + ε) with ε = float32 eps (as LyCORIS); ΔW = m·(W_d − W₀).
-The axis comes from g's shape (or ``LayerAdapter.dora_axis``): ``[out,1,…]`` or a 1-D g of length out → output axis
-(out = in included); ``[1,in,…]`` or a 1-D g of length in only → input axis.
+The axis comes from ``LayerAdapter.dora_axis`` when the resolver declared it (PEFT: always "out"), else from g's shape:
+``[out,1,…]`` or a 1-D g of length out → output axis (out = in included); ``[1,in,…]`` (LyCORIS input-axis files,
+also when out = in) or a 1-D g of length in only → input axis; ``[1,out,…]`` with out ≠ in → output axis.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ def dora_axis(magnitude: torch.Tensor, weight_shape: torch.Size, declared: Axis 
     else:
         if dims[0] == out and all(d == 1 for d in dims[1:]):
             return "out"
-        if dims[0] == 1 and dims[1] == cin and all(d == 1 for d in dims[2:]):
-            return "in"
+        if dims[0] == 1 and all(d == 1 for d in dims[2:]):
+            if dims[1] == cin:
+                return "in"
+            if dims[1] == out:  # PEFT's conv magnitude [1, out, 1, 1] that lost its declared axis
+                return "out"
     raise AdapterShapeError(
         f"DoRA magnitude of shape {dims} fits neither the output axis ({out}) nor the input axis ({cin}) "
         f"of a weight of shape {list(weight_shape)}"
