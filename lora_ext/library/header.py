@@ -38,8 +38,12 @@ def read_header(path: str, file_size: int | None = None) -> Header | Problem:
             if len(prefix) < 8:
                 return _corrupt(path, "the file is shorter than a safetensors header (8 bytes)")
             (length,) = struct.unpack("<Q", prefix)
-            if length < 2 or length > MAX_HEADER_BYTES or (file_size is not None and 8 + length > file_size):
-                return _corrupt(path, f"the header length field ({length}) does not fit the file")
+            if length < 2 or length > MAX_HEADER_BYTES:
+                return _corrupt(path, f"the header length field ({length}) is impossible")
+            if file_size is not None and 8 + length > file_size:
+                return _corrupt(
+                    path, f"the file is truncated (its header needs {length} bytes, {file_size - 8} follow)"
+                )
             raw = handle.read(length)
     except OSError as exc:
         return Problem(path, f"Cannot read this LoRA file ({exc.strerror or exc}). Check its permissions.")

@@ -187,7 +187,7 @@ class LoraLibrary:
             dirty = dirty or data_dirty or sidecar_dirty
             entry = self._build_entry(item, data, sidecars, preview)
             entries.append(entry)
-            fingerprints[item.path] = key
+            fingerprints[item.path] = key if data.cacheable else ("retry",)  # e.g. permissions: read again
             self._collect_problems(entry, report)
             (report.changed if previous is not None else report.added).append(item.path)
         report.removed.extend(p for p in old.by_path if p not in seen)

@@ -59,13 +59,16 @@ def walk_roots(
     walker = _Walker(roots, skip_hidden, allow_external_links)
     for root in roots:
         if os.path.isdir(root):
-            walker.walk(root)
+            walker.walk(root, [(root, "", False)])
+    while walker.links:  # linked folders last, across all roots
+        root, folder, rel, hidden = walker.links.pop(0)
+        walker.walk(root, [(folder, rel, hidden)])
     return walker.found, walker.problems
 
 
 class _Walker:
-    """One walk over the roots. Real folders are scanned before linked ones, so a folder reachable both ways is
-    listed under its real path; each folder (by real path) is scanned once, which also ends link loops."""
+    """One walk over the roots. Real folders of every root are scanned before linked ones, so a folder reachable
+    both ways is listed under its real path; each folder (by real path) is scanned once, which ends link loops."""
 
     def __init__(self, roots: list[str], skip_hidden: bool, allow_external: bool):
         self.real_roots = [os.path.realpath(r) for r in roots]
@@ -74,19 +77,18 @@ class _Walker:
         self.found: list[FoundFile] = []
         self.problems: list[Problem] = []
         self.visited: set[str] = set()
+        self.links: list[tuple[str, str, str, bool]] = []  # (root, folder, relpath, hidden)
 
-    def walk(self, root: str) -> None:
-        stack: list[tuple[str, str, bool]] = [(root, "", False)]
-        links: list[tuple[str, str, bool]] = []
-        while stack or links:
-            folder, rel, hidden = stack.pop() if stack else links.pop(0)
+    def walk(self, root: str, stack: list[tuple[str, str, bool]]) -> None:
+        while stack:
+            folder, rel, hidden = stack.pop()
             real = os.path.realpath(folder)
             if real in self.visited:
                 continue
             self.visited.add(real)
-            self._scan_folder(root, folder, rel, hidden, stack, links)
+            self._scan_folder(root, folder, rel, hidden, stack)
 
-    def _scan_folder(self, root, folder, rel, hidden, stack, links) -> None:
+    def _scan_folder(self, root, folder, rel, hidden, stack) -> None:
         try:
             with os.scandir(folder) as iterator:
                 items = sorted(iterator, key=lambda item: item.name, reverse=True)  # popped in name order
@@ -109,7 +111,7 @@ class _Walker:
                 if not item.is_symlink():
                     stack.append((item.path, child_rel, hidden or dot))
                 elif self.allow_external or _inside(item.path, self.real_roots):
-                    links.append((item.path, child_rel, hidden or dot))
+                    self.links.append((root, item.path, child_rel, hidden or dot))
                 else:
                     self.problems.append(_outside(item.path))
                 continue
