@@ -8,8 +8,8 @@ with ``hr_extra_network_data``, hires conds, ``before_hr``, second sampling) →
 ``extra_networks.deactivate`` ONLY IF ``p.extra_network_data`` is truthy, then ``postprocess``. Like the webui there
 is NO ``finally`` around the loop: an exception in sampling skips ``deactivate`` and ``postprocess``.
 
-The model is asked for two things: ``get_learned_conditioning(prompts)`` (text encoders) and
-``apply_model(x, t, cond)`` (UNet), the LatentDiffusion API the webui's samplers use. Tests observe weights during
+The model is asked for ``get_learned_conditioning(prompts)`` (text encoders) and ``apply_model(x, t, cond)``
+(UNet), the LatentDiffusion API the webui's samplers use, with fallbacks for the tiny A1111-shaped trees. Tests observe weights during
 sampling through ``p.sampling_probe(p, pass_name)``, which may raise to simulate a failure.
 """
 
@@ -201,8 +201,41 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 def encode(sd_model, prompts, steps):
-    """The text-encoder forward (``get_learned_conditioning``), run under autocast like the webui."""
-    return sd_model.get_learned_conditioning(list(prompts))
+    """The text-encoder forward (``get_learned_conditioning``), run under autocast like the webui.
+
+    Models without that method (the tiny A1111-shaped trees) are encoded the way ldm/sgm do it: SD1/SD2 call
+    ``cond_stage_model(texts)``; SDXL concatenates the two embedders' hidden states (``crossattn``) and builds the
+    ``vector`` from TE2's pooled projection plus zeros for the size/crop embedders.
+    """
+    if hasattr(sd_model, "get_learned_conditioning"):
+        return sd_model.get_learned_conditioning(list(prompts))
+    texts = list(prompts)
+    with torch.no_grad():
+        if not getattr(sd_model, "is_sdxl", False):
+            return sd_model.cond_stage_model(texts).float()
+        e = sd_model.conditioner.embedders
+        crossattn = torch.cat([e[0](texts).float(), e[1](texts).float()], dim=-1)
+        tower = e[1].wrapped
+        ids = tower.tokenizer(
+            texts,
+            padding="max_length",
+            max_length=tower.model.context_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        pooled = tower.model.pooled(ids).float()
+        adm_in = sd_model.model.diffusion_model.label_emb[0][0].in_features
+        vector = torch.cat([pooled, torch.zeros(len(texts), adm_in - pooled.shape[-1])], dim=-1)
+        return {"crossattn": crossattn, "vector": vector}
+
+
+def apply_model(sd_model, x, t, cond):
+    """``sd_model.apply_model`` when present, else the DiffusionWrapper forward with ``context`` (and SDXL ``y``)."""
+    if hasattr(sd_model, "apply_model"):
+        return sd_model.apply_model(x, t, cond)
+    if isinstance(cond, dict):
+        return sd_model.model(x, t, context=cond["crossattn"], y=cond["vector"])
+    return sd_model.model(x, t, context=cond)
 
 
 def denoise(p, cond, seeds, pass_name, x=None):
@@ -213,8 +246,10 @@ def denoise(p, cond, seeds, pass_name, x=None):
         g = torch.Generator().manual_seed(int(seeds[0]))
         x = torch.randn((len(seeds), 4, 8, 8), generator=g)
     t = torch.full((x.shape[0],), 10, dtype=torch.long)
+    if isinstance(cond, dict):
+        cond = {k: v[: x.shape[0]] for k, v in cond.items()}
     with torch.no_grad(), devices.autocast():
-        out = p.sd_model.apply_model(x, t, cond)
+        out = apply_model(p.sd_model, x, t, cond)
     return out.float()
 
 

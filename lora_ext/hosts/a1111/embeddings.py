@@ -1,0 +1,49 @@
+"""Textual-inversion embeddings bundled in LoRA files: registered while their LoRA is active, then removed.
+
+A1111_CONTRACT §9.2 (``model_hijack.embedding_db``) and §11 (``lora_bundled_ti_to_infotext``). An embedding with the
+name of one loaded from the embeddings folder is skipped (the folder wins, like the built-in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lora_ext.adapters import ResolvedLora
+
+
+def register(state: Any, sd_model: Any, active: Sequence[ResolvedLora]) -> None:
+    """Make the embedding DB hold exactly the bundled embeddings of ``active`` that this host registered."""
+    wanted = {token: (lora, data) for lora in active for token, data in lora.embeddings.items()}
+    if set(wanted) == set(state.embeddings):
+        return
+    unregister(state, sd_model)
+    if not wanted:
+        return
+    from modules import sd_hijack, shared
+    from modules.textual_inversion import textual_inversion
+
+    db = sd_hijack.model_hijack.embedding_db
+    for token, (lora, data) in wanted.items():
+        if token in db.word_embeddings:
+            continue  # loaded from the embeddings folder: that one wins
+        embedding = textual_inversion.create_embedding_from_data(data, token, filename=f"{lora.path}/{token}")
+        embedding.loaded = True
+        embedding.shorthash = lora.name if getattr(shared.opts, "lora_bundled_ti_to_infotext", True) else None
+        if db.expected_shape in (-1, None) or db.expected_shape == embedding.shape:
+            db.register_embedding(embedding, sd_model)
+            state.embeddings.append(token)
+        else:
+            db.skipped_embeddings[token] = embedding
+
+
+def unregister(state: Any, sd_model: Any) -> None:
+    """Remove the embeddings this host registered for ``state``'s model."""
+    if not state.embeddings:
+        return
+    from modules import sd_hijack
+
+    db = sd_hijack.model_hijack.embedding_db
+    for token in state.embeddings:
+        db.register_embedding_by_name(None, sd_model, token)
+    state.embeddings.clear()

@@ -1,0 +1,336 @@
+"""``A1111Host``: the extension's state inside the webui and the activation flow (A1111_CONTRACT.md §3.4, §8).
+
+One object per process, created by ``wiring.setup()``. It owns the LoRA library, the loader (parsed-file LRU) and,
+per loaded model object (weakly keyed, so a model dropped by the webui is forgotten), the engine's ``Patcher``.
+
+Restore rules (§8.4): every ``activate`` call fully defines the active set, ``[]`` included; the end of a generation
+(``postprocess`` / ``deactivate``), ``on_before_reload`` and ``on_script_unloaded`` restore eagerly; the next
+activation restores any OTHER model still patched after an exception; ``on_model_loaded`` (weights loaded in place)
+drops backups instead of restoring them, and so does an activation that finds the patched tensors were rewritten
+behind the patcher's back (a model coming back from the webui's memory cache).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lora_ext.adapters import ActiveLora, ResolvedLora
+from lora_ext.engine import LoraLoader
+from lora_ext.errors import Problem
+from lora_ext.hosts.a1111 import embeddings, messages
+from lora_ext.hosts.a1111.model import parts_from_sd_model
+from lora_ext.infotext import format_lora_hashes
+from lora_ext.keys.model_parts import ModelParts
+from lora_ext.patcher import Patcher
+from lora_ext.syntax import LoraRequest, parse_args
+
+
+@dataclass
+class ModelState:
+    """Bookkeeping for one loaded model object.
+
+    parts: its targetable modules. patcher: the only owner of its backups.
+    embeddings: names of bundled embeddings this host registered for the current set.
+    """
+
+    parts: ModelParts
+    patcher: Patcher
+    embeddings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Activation:
+    """What one ``activate`` call did (kept as ``host.last`` for the compat modules, the API and tests).
+
+    active: (request, library entry, resolved LoRA) per applied LoRA, in tag order.
+    messages: user-facing lines written to the generation info.
+    signature: identity of the applied weights: (path, size, mtime_ns, te, unet, dyn) per LoRA.
+    """
+
+    active: list[tuple[LoraRequest, Any, ResolvedLora]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    signature: tuple = ()
+
+
+class A1111Host:
+    """The extension inside the webui. ``library_factory()`` builds the ``LoraLibrary`` on first use."""
+
+    def __init__(self, library_factory, *, max_cached: int = 4, patch_strategy: str = "auto") -> None:
+        self._library_factory = library_factory
+        self._library = None
+        self.loader = LoraLoader(max_cached=max_cached)
+        self.patch_strategy = patch_strategy
+        self._states: weakref.WeakKeyDictionary[Any, ModelState] = weakref.WeakKeyDictionary()
+        # cond-cache guard: our params (repr) -> signature applied when the webui last cached conds for them
+        self._cond_signatures: dict[str, tuple] = {}
+        self.last = Activation()
+        self.hooks: list = []  # callables(host) run after every activation (compat modules mirror state)
+
+    # -- library --------------------------------------------------------------------------------------------------
+
+    @property
+    def library(self):
+        if self._library is None:
+            self._library = self._library_factory()
+            self._library.refresh()
+        return self._library
+
+    def refresh(self) -> None:
+        """Rescan the LoRA folders (Extra Networks refresh button, ``POST /sdapi/v1/refresh-loras``)."""
+        self.library.refresh()
+        self._run_hooks()
+
+    def lookup(self, name: str) -> tuple[Any | None, list[Problem]]:
+        """Library entry for a tag name plus the notes of the lookup (duplicates, letter case), or (None, [the
+        "Lora not found" Problem with suggestions]). Retries once after a rescan (new files, CONTRACT §10.2)."""
+        library = self.library
+        found = library.lookup(name)
+        if found.entry is None:
+            library.refresh()
+            found = library.lookup(name)
+        if found.entry is not None:
+            return found.entry, list(found.problems)
+        missing = library.resolve(name)
+        return None, [missing] if isinstance(missing, Problem) else list(found.problems)
+
+    # -- per-model state ------------------------------------------------------------------------------------------
+
+    def state_for(self, sd_model: Any) -> ModelState | None:
+        state = self._states.get(sd_model)
+        if state is None:
+            parts = parts_from_sd_model(sd_model)
+            if parts is None:
+                return None
+            state = ModelState(parts=parts, patcher=Patcher(strategy=self.patch_strategy))
+            self._states[sd_model] = state
+        return state
+
+    def patched_models(self) -> list[Any]:
+        return [m for m, s in list(self._states.items()) if s.patcher.is_patched]
+
+    def restore(self, sd_model: Any) -> None:
+        """Put back ``sd_model``'s pristine weights (or forget stale backups) and unregister bundled embeddings."""
+        state = self._states.get(sd_model)
+        if state is None:
+            return
+        if state.patcher.is_patched:
+            if state.patcher.verify():
+                for problem in state.patcher.restore():
+                    messages.console(str(problem))
+            else:
+                state.patcher.drop_backups()
+        embeddings.unregister(state, sd_model)
+
+    def restore_all(self) -> None:
+        """End of generation, UI reload, script unload: no weight of any model stays patched."""
+        for sd_model in list(self._states.keys()):
+            self.restore(sd_model)
+        self.last = Activation()
+        self._run_hooks()
+
+    def model_loaded(self, sd_model: Any) -> None:
+        """``on_model_loaded``: new weights were loaded into these module objects; backups are stale."""
+        state = self._states.get(sd_model)
+        if state is not None:
+            state.patcher.drop_backups()
+            state.embeddings.clear()
+            del self._states[sd_model]
+        self._cond_signatures.clear()
+        self.loader.invalidate()
+
+    # -- activation -----------------------------------------------------------------------------------------------
+
+    def activate(self, p: Any, params_list: Sequence[Any]) -> None:
+        """The ``ExtraNetwork.activate`` body: make ``shared.sd_model`` hold exactly the LoRAs of ``params_list``."""
+        from modules import shared
+
+        sd_model = shared.sd_model
+        if sd_model is None:
+            return
+        for other in self.patched_models():
+            if other is not sd_model:
+                self.restore(other)  # left patched by a generation that raised, before a model switch
+        state = self.state_for(sd_model)
+        if state is None:
+            if params_list:
+                messages.deliver(p, ["LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."])
+            return
+        if state.patcher.is_patched and not state.patcher.verify():
+            state.patcher.drop_backups()  # the tensors were reloaded behind our back: backups are stale
+
+        params_list = list(params_list)
+        self._add_default_network(p, params_list)
+        activation = Activation()
+        active: list[ActiveLora] = []
+        not_found: list[str] = []
+        for params in params_list:
+            self._activate_one(params, state, activation, active, not_found)
+        if not_found:
+            messages.not_found(p, not_found, activation.messages)
+
+        result = state.patcher.apply(active)
+        activation.messages += [str(problem) for problem in result.problems]
+        if result.failed:
+            activation.active = []
+        activation.signature = tuple(
+            (entry.path, *_stat(entry.path), req.te, req.unet, req.dyn) for req, entry, _ in activation.active
+        ) + (("failed",) if result.failed else ())
+        self._guard_cond_cache(p, params_list, activation.signature)
+        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
+        self._write_hashes(p, activation)
+        messages.deliver(p, activation.messages)
+        self.last = activation
+        self._run_hooks()
+
+    def _activate_one(
+        self, params: Any, state: ModelState, activation: Activation, active: list, not_found: list
+    ) -> None:
+        """Resolve one tag; any problem is reported and skips only this tag (one bad tag never disables others)."""
+        request = parse_args(list(getattr(params, "items", params)), "lora")
+        if isinstance(request, Problem):
+            activation.messages.append(str(request))
+            return
+        try:
+            entry, problems = self.lookup(request.name)
+            if entry is None:
+                not_found.append(messages.not_found_name(request.name, problems))
+                return
+            activation.messages += [str(p) for p in problems if p.severity != "info"]
+            resolved = self.loader.resolve(entry.path, state.parts, request.name)
+            if isinstance(resolved, Problem):
+                activation.messages.append(str(resolved))
+                return
+            errors = [p for p in resolved.problems if p.severity == "error"]
+            activation.messages += messages.coverage_lines(request.name, resolved)
+            if errors or not resolved.layers:
+                if not errors:
+                    activation.messages.append(
+                        f"{request.name}: no layer of this model matches; nothing applied."
+                    )
+                return
+            active.append(ActiveLora(resolved, te=request.te, unet=request.unet, dyn=request.dyn))
+            activation.active.append((request, entry, resolved))
+        except Exception as exc:  # an engine bug on one file must not take the other LoRAs down
+            messages.report_exception(f"lora_ext: loading {request.name}", exc)
+            activation.messages.append(f"{request.name}: could not be loaded ({type(exc).__name__}: {exc}).")
+
+    def deactivate(self, p: Any) -> None:
+        """``ExtraNetwork.deactivate``: only called when the last batch had tags, so restore is also elsewhere."""
+        self.restore_all()
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+
+    def _add_default_network(self, p: Any, params_list: list) -> None:
+        """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5)."""
+        from modules import extra_networks, shared
+
+        name = getattr(shared.opts, "sd_lora", "None")
+        if not name or name == "None":
+            return
+        if any(list(getattr(x, "items", []))[:1] == [name] for x in params_list):
+            return
+        weight = shared.opts.extra_networks_default_multiplier
+        if getattr(p, "all_prompts", None):
+            p.all_prompts = [x + f"<lora:{name}:{weight}>" for x in p.all_prompts]
+        params_list.append(extra_networks.ExtraNetworkParams(items=[name, weight]))
+
+    def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple) -> None:
+        """Clear the webui's cond caches when the same tags now mean other weights (file replaced, failed patch, ...).
+
+        The webui keys cached conds by the prompt's extra-network data; that is only safe while the same data always
+        leads to the same weights (A1111_CONTRACT §8.2 step 6).
+        """
+        key = repr([list(getattr(x, "items", x)) for x in params_list]) + (
+            "|hr" if getattr(p, "is_hr_pass", False) else ""
+        )
+        previous = self._cond_signatures.get(key)
+        self._cond_signatures[key] = signature
+        if previous is None or previous == signature:
+            return
+        for attr in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):
+            cache = getattr(p, attr, None)
+            if isinstance(cache, list) and len(cache) == 2:
+                cache[0] = None
+                cache[1] = None
+
+    def _write_hashes(self, p: Any, activation: Activation) -> None:
+        """``Lora hashes`` infotext, reset on first-pass activations and accumulated over hires (§11)."""
+        from modules import shared
+
+        if not getattr(shared.opts, "lora_add_hashes_to_infotext", True):
+            return
+        if not getattr(p, "is_hr_pass", False) or not isinstance(getattr(p, "lora_hashes", None), list):
+            p.lora_hashes = []
+        for request, entry, _ in activation.active:
+            shorthash = self.shorthash(entry)
+            if shorthash:
+                p.lora_hashes.append((request.name, shorthash))
+        value = format_lora_hashes(p.lora_hashes)
+        if value:
+            p.extra_generation_params["Lora hashes"] = value
+        else:
+            p.extra_generation_params.pop("Lora hashes", None)
+
+    def shorthash(self, entry: Any) -> str | None:
+        """The entry's 12-hex short hash, or None (``--no-hashing`` and no embedded hash, unreadable file)."""
+        from modules import shared
+
+        embedded = getattr(entry, "sshs_model_hash", None)
+        if embedded:
+            return embedded[:12]
+        if getattr(shared.cmd_opts, "no_hashing", False):
+            return None
+        hashes = self.library.hashes(entry)
+        return None if isinstance(hashes, Problem) else getattr(hashes, "shorthash", None)
+
+    def inspect(self, entry: Any) -> dict[str, Any]:
+        """See ``inspect_entry``."""
+        return inspect_entry(self, entry)
+
+    def _run_hooks(self) -> None:
+        for hook in list(self.hooks):
+            hook(self)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def inspect_entry(host: A1111Host, entry: Any, name: str | None = None) -> dict[str, Any]:
+    """Coverage report against the loaded model plus metadata, as plain JSON-ready data (API and tab)."""
+    from modules import shared
+
+    out: dict[str, Any] = {
+        "name": entry.name,
+        "alias": entry.alias,
+        "path": entry.path,
+        "sd_version": entry.arch,
+        "metadata": entry.metadata,
+        "user_metadata": entry.user_metadata,
+        "shorthash": entry.sshs_model_hash[:12] if entry.sshs_model_hash else None,
+        "coverage": None,
+        "summary": None,
+        "problems": [p.message for p in entry.problems],
+    }
+    sd_model = shared.sd_model
+    state = host.state_for(sd_model) if sd_model is not None else None
+    if state is None:
+        out["problems"].append("No SD1/SD2/SDXL model is loaded; coverage is unknown.")
+        return out
+    resolved = host.loader.resolve(entry.path, state.parts, name or entry.name)
+    if isinstance(resolved, Problem):
+        out["problems"].append(resolved.message)
+        return out
+    if resolved.report is not None:
+        out["coverage"] = resolved.report.to_dict()
+        out["summary"] = resolved.report.summary()
+    out["problems"] += [p.message for p in resolved.problems]
+    return out

@@ -1,0 +1,83 @@
+"""User-facing lines of an activation: into the generation info (``p.comment``) and the console.
+
+A1111_CONTRACT §3.5: "Lora not found: a, b" goes under the image, to the console when
+``lora_not_found_warning_console`` and to a popup when ``lora_not_found_gradio_warning``. Our extra lines (coverage,
+architecture mismatch, bad tags) always go to both the generation info and the console. Never a traceback for a
+user error; ``report_exception`` is for engine bugs only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lora_ext.adapters import ResolvedLora
+from lora_ext.errors import Problem
+
+PREFIX = "[lora_ext]"
+
+
+def console(line: str) -> None:
+    print(f"{PREFIX} {line}")
+
+
+def not_found_name(name: str, problems: list[Problem]) -> str:
+    """``x`` or ``x (did you mean 'y'?)`` from the library's not-found Problem (suggestions in ``details``)."""
+    suggestions = [d for p in problems for d in p.details if p.message.startswith("Lora not found")]
+    if suggestions:
+        return f"{name} (did you mean {' or '.join(repr(s) for s in suggestions[:3])}?)"
+    return name
+
+
+def not_found(p: Any, names: list[str], lines: list[str]) -> None:
+    """Add the "Lora not found" line and honour the built-in's two notification settings."""
+    from modules import shared
+
+    text = f"Lora not found: {', '.join(names)}"
+    lines.append(text)
+    if getattr(shared.opts, "lora_not_found_warning_console", False):
+        console(text)
+    if getattr(shared.opts, "lora_not_found_gradio_warning", False):
+        try:
+            import gradio as gr
+
+            gr.Warning(text)
+        except Exception:  # no UI context (API call): the line is in the generation info anyway
+            pass
+
+
+def coverage_lines(name: str, resolved: ResolvedLora) -> list[str]:
+    """Coverage problems worth showing: unmatched keys ("x: 12 of 264 keys unmatched; …"), refusal, warnings."""
+    out: list[str] = []
+    report = resolved.report
+    if report is not None and (
+        getattr(report, "unmatched", None) or getattr(report, "verdict", "ok") != "ok"
+    ):
+        out.append(report.summary())
+    for problem in resolved.problems:
+        line = str(problem)
+        if problem.severity in ("error", "warning") and line not in out:
+            out.append(line)
+    return out
+
+
+def deliver(p: Any, lines: list[str]) -> None:
+    """Write each line once into the generation info (``p.comment``) and the console."""
+    seen: set[str] = set()
+    for line in lines:
+        if line in seen:
+            continue
+        seen.add(line)
+        if hasattr(p, "comment"):
+            p.comment(line)
+        if not line.startswith("Lora not found"):
+            console(line)
+
+
+def report_exception(task: str, exc: BaseException) -> None:
+    """An unexpected engine error: full traceback to the webui's error log, never to the user's image info."""
+    try:
+        from modules import errors
+
+        errors.report(f"{task}: {exc}", exc_info=True)
+    except Exception:
+        console(f"{task}: {type(exc).__name__}: {exc}")

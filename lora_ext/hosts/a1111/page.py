@@ -1,0 +1,172 @@
+"""The Extra Networks "Lora" page (A1111_CONTRACT §4): one-word title, item dicts per §4.3 and §4.4.
+
+Differences from the built-in, on purpose (§16): a LoRA made for another model version is shown with a badge in
+its description and a search term, and hidden only when the user opted to (``lora_ext_hide_incompatible``, or the
+built-in's ``lora_hide_unknown_for_versions`` for unknown ones when hiding is on); card sort keys carry the real
+creation and modification dates (not swapped); same-named files in different folders get distinct items.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lora_ext.hosts.a1111.model import model_architecture
+from lora_ext.library import EMBEDDED_PREVIEW
+from lora_ext.syntax import format_weight
+
+TITLE = "Lora"  # one word: the webui's metadata routes look pages up by name (§4.1)
+KNOWN_VERSIONS = ("SD1", "SD2", "SDXL")
+
+
+def card_version(entry: Any) -> str:
+    """The card's SD version: user metadata ``sd version`` when it names a version, else the detected one."""
+    user = entry.user_metadata.get("sd version") if isinstance(entry.user_metadata, dict) else None
+    if isinstance(user, str) and user in (*KNOWN_VERSIONS, "Unknown"):
+        return user
+    return (
+        entry.arch
+        if entry.arch in KNOWN_VERSIONS
+        else ("Unknown" if entry.arch in ("Unknown", "", None) else entry.arch)
+    )
+
+
+def incompatible(version: str, model_arch: str) -> bool:
+    """True when a card of ``version`` cannot apply to a model of ``model_arch`` (both known)."""
+    return model_arch in KNOWN_VERSIONS and version not in ("Unknown", model_arch)
+
+
+def item_names(entries: list[Any]) -> dict[str, Any]:
+    """Unique item name -> entry: the file stem, or ``folder/stem`` where several files share a stem."""
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.name] = counts.get(entry.name, 0) + 1
+    return {(entry.name if counts[entry.name] == 1 else entry.relpath): entry for entry in entries}
+
+
+def make_page(host: Any) -> Any:
+    from modules import shared, ui_extra_networks
+
+    quote_js = ui_extra_networks.quote_js
+
+    class ExtraNetworksPageLoraExt(ui_extra_networks.ExtraNetworksPage):
+        def __init__(self) -> None:
+            super().__init__(TITLE)
+            self._entries: dict[str, Any] = {}
+
+        def refresh(self) -> None:
+            host.refresh()
+            self._entries = {}
+
+        def _index(self) -> dict[str, Any]:
+            if not self._entries:
+                self._entries = item_names(host.library.entries())
+            return self._entries
+
+        def create_item(self, name, index=None, enable_filter=True):
+            entry = self._index().get(name)
+            if entry is None:
+                host.library.refresh()
+                self._entries = {}
+                entry = self._index().get(name)
+                if entry is None:
+                    return None
+            model_arch = model_architecture(shared.sd_model)
+            version = card_version(entry)
+            mismatch = incompatible(version, model_arch)
+            if enable_filter and shared.sd_model is not None and not shared.opts.lora_show_all:
+                hide = getattr(shared.opts, "lora_ext_hide_incompatible", False)
+                if hide and mismatch:
+                    return None
+                if (
+                    hide
+                    and version == "Unknown"
+                    and model_arch in (shared.opts.lora_hide_unknown_for_versions or [])
+                ):
+                    return None
+            path, _ = os.path.splitext(entry.path)
+            prefer = "filename" if shared.opts.lora_preferred_name == "Filename" else "alias"
+            tag_name = host.library.tag_name(entry, prefer)
+            weight = entry.preferred_weight  # None when absent or 0 ("use the default multiplier")
+            weight_js = (
+                quote_js(format_weight(weight))
+                if weight is not None
+                else "opts.extra_networks_default_multiplier"
+            )
+            prompt = quote_js(f"<lora:{tag_name}:") + " + " + weight_js + " + " + quote_js(">")
+            if entry.activation_text:
+                prompt += " + " + quote_js(" " + entry.activation_text)
+            negative = quote_js(f"({entry.negative_text}:1)") if entry.negative_text else quote_js("")
+            description = entry.description or ""
+            search_terms = [self.search_terms_from_path(entry.path)]
+            shorthash = None
+            hashes = host.library.hashes(entry, compute=False)
+            if hashes is not None and hasattr(hashes, "shorthash"):
+                shorthash = hashes.shorthash
+                search_terms.append(hashes.addnet)
+            if mismatch:
+                description = f"[{version} LoRA, current model {model_arch}] {description}".strip()
+                search_terms.append(f"incompatible {version}")
+            metadata = dict(entry.metadata)
+            preview = None
+            if entry.preview and not entry.preview.startswith(EMBEDDED_PREVIEW):
+                preview = self.link_preview(entry.preview)
+            elif entry.cover_count:
+                metadata["ssmd_cover_images"] = _covers(entry.path)
+                preview = self.find_embedded_preview(path, name, metadata)
+            return {
+                "name": name,
+                "filename": entry.path,
+                "shorthash": shorthash,
+                "preview": preview,
+                "description": description,
+                "search_terms": [t for t in search_terms if t],
+                "local_preview": f"{path}.{shared.opts.samples_format}",
+                "metadata": metadata,
+                "sort_keys": {
+                    "default": index if index is not None else 0,
+                    "date_created": int(entry.ctime),
+                    "date_modified": int(entry.mtime),
+                    "name": entry.name.lower(),
+                    "path": entry.path.lower(),
+                },
+                "sd_version": version,
+                "user_metadata": dict(entry.user_metadata),
+                "prompt": prompt,
+                "negative_prompt": negative,
+            }
+
+        def list_items(self):
+            self._entries = {}
+            for index, name in enumerate(self._index()):
+                item = self.create_item(name, index)
+                if item is not None:
+                    yield item
+
+        def allowed_directories_for_previews(self):
+            return [d for d in host.library.roots if d]
+
+        def create_user_metadata_editor(self, ui, tabname):
+            from lora_ext.hosts.a1111.editor import make_editor
+
+            return make_editor(ui, tabname, self, host)
+
+    return ExtraNetworksPageLoraExt()
+
+
+def _covers(path: str) -> list:
+    """Embedded ``ssmd_cover_images`` for the webui's cover-images route (read only when the file has covers)."""
+    from modules import sd_models
+
+    try:
+        covers = sd_models.read_metadata_from_safetensors(path).get("ssmd_cover_images", [])
+    except Exception:
+        return []
+    if isinstance(covers, str):
+        import json
+
+        try:
+            covers = json.loads(covers)
+        except ValueError:
+            return []
+    return covers if isinstance(covers, list) else []

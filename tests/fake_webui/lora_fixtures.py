@@ -1,0 +1,70 @@
+"""LoRA files and reference weights for the A1111 host tests.
+
+Files are written once per session by ``tests/lora_writers.py`` (kohya format, real metadata and hashes) into a
+session folder and copied into each test's ``models/Lora``. Reference weights come from the engine used directly
+(``LoraLoader`` + ``Patcher``) on a fresh tiny model, outside any autocast: that is what the model must hold during
+sampling when the host works.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def write_lora(folder: Path, name: str, family: str, seed: int = 0, **kwargs: Any) -> Path:
+    """A kohya LoRA for the tiny ``family`` model (UNet + every TE), written by the project's real-file writer."""
+    from lora_writers import write_kohya
+
+    from lora_ext.demo import tiny_text_encoders, tiny_unet
+
+    comps = {"unet": tiny_unet(family, 0), **tiny_text_encoders(family, 0)}
+    written = write_kohya(
+        comps, folder / f"{name}.safetensors", family=family, seed=seed, strength=0.3, **kwargs
+    )
+    return Path(written.path)
+
+
+def install(src: Path, lora_dir: Path, name: str | None = None) -> Path:
+    """Copy a written LoRA into a webui's LoRA folder (optionally renamed)."""
+    dst = lora_dir / f"{name or src.stem}{src.suffix}"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter and buffer."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    """Names whose tensors differ in any bit (empty when bit-identical)."""
+    assert a.keys() == b.keys()
+    return [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+
+
+def expected_state(
+    family: str, loras: list[tuple[Path, float, float]], seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` applied by the engine directly."""
+    from tiny_models import a1111_model
+
+    from lora_ext.adapters import ActiveLora
+    from lora_ext.engine import LoraLoader
+    from lora_ext.keys.model_parts import ModelParts
+    from lora_ext.patcher import Patcher
+
+    model = a1111_model(family, seed)
+    parts = ModelParts.from_a1111(model)
+    loader = LoraLoader()
+    active = []
+    for i, (path, te, unet) in enumerate(loras):
+        resolved = loader.resolve(str(path), parts, f"ref{i}")
+        active.append(ActiveLora(resolved, te=te, unet=unet))
+    result = Patcher().apply(active)
+    assert result.ok, result.problems
+    return state(model)
