@@ -81,8 +81,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     before = _snapshot(rt.host.parts)
     with rt.host.applied(prompt) as applied:
         print(f"clean prompt: {applied.prompt!r}")
-        for line in applied.info_lines():
-            print(f"  {line}")
+        print("coverage report:")
+        shown = set()
+        for _, report in applied.reports:
+            for line in report.lines() if hasattr(report, "lines") else [str(report)]:
+                print(f"  {line}")
+            shown.update(getattr(report, "problems", ()))
+        for p in applied.problems:
+            if p not in shown:
+                print(f"  {p.severity}: {p}")
         changed, total = _compare(rt.host.parts, before)
         print(f"patched: {changed} of {total} weight tensors changed")
     differing, total = _compare(rt.host.parts, before)

@@ -54,3 +54,23 @@ def test_inspect_prints_coverage_and_missing_file_is_a_message(lora_dir, capsys)
     assert "matched" in capsys.readouterr().out
     assert main(["inspect", str(lora_dir / "missing.safetensors")]) == 2
     assert "File not found" in capsys.readouterr().err
+
+
+def test_demo_applies_reports_restores_and_writes_grid(tmp_path, monkeypatch, capsys):
+    import lora_ext.demo
+
+    if not hasattr(lora_ext.demo, "write_demo_loras"):  # until lora_ext.demo ships its own demo files
+        monkeypatch.setattr(
+            lora_ext.demo,
+            "write_demo_loras",
+            lambda folder, pipe: [write_peft_lora(folder, "demo_style", seed=1)],
+            raising=False,
+        )
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
+    text = capsys.readouterr().out
+    assert "coverage report:" in text and "matched" in text
+    assert "restored: all" in text and "bit-identical" in text
+    assert "differs from the image without it: True" in text
+    assert (tmp_path / "demo_output" / "grid.png").is_file()
+    assert any((tmp_path / ".lora_ext_demo" / "loras").rglob("*.safetensors"))

@@ -73,14 +73,17 @@ def load_pipeline(model: str | None, family: str = "sd1") -> Any | Problem:
 
 def ensure_demo_loras(folder: str | os.PathLike, pipe: Any) -> list[str]:
     """Write the demo LoRA files (with sidecars and previews) into ``folder`` unless they are already there."""
-    from lora_ext.demo import write_demo_loras
+    import lora_ext.demo
 
     folder = Path(folder)
     existing = sorted(str(p) for p in folder.rglob("*.safetensors")) if folder.is_dir() else []
     if existing:
         return existing
     folder.mkdir(parents=True, exist_ok=True)
-    written = write_demo_loras(folder, pipe)
+    writer = getattr(lora_ext.demo, "write_demo_loras", None)
+    if writer is None:
+        return []
+    written = writer(folder, pipe)
     return [str(p) for p in written] if written else sorted(str(p) for p in folder.rglob("*.safetensors"))
 
 
@@ -97,7 +100,10 @@ def open_runtime(
     dirs = [str(Path(d).resolve()) for d in lora_dirs]
     if not dirs:
         demo_dir = Path(home) / "loras"
-        ensure_demo_loras(demo_dir, pipe)
+        if not ensure_demo_loras(demo_dir, pipe):
+            return Problem(
+                str(demo_dir), "No demo LoRA could be written here; give --lora-dir with your LoRAs."
+            )
         dirs = [str(demo_dir.resolve())]
     library = LoraLibrary(dirs)
     library.refresh()
@@ -157,7 +163,8 @@ def comparison_grid(
     draw = ImageDraw.Draw(grid)
     for i, (img, weight) in enumerate(zip(images, weights, strict=True)):
         grid.paste(img.convert("RGB"), (i * w, label))
-        draw.text((i * w + 2, 1), f"{name}: {weight:g}", fill="black")
+        text = f"{name}: {weight:g}" if w >= 160 else f"{weight:g}"
+        draw.text((i * w + 2, 1), text, fill="black")
     return grid, results
 
 
