@@ -77,6 +77,35 @@ def _lokr(shape_name: str, variant: str, alpha):
     return build
 
 
+def _lora(shape_name: str, tucker: bool, alpha):
+    def build(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        w_shape = SHAPES[shape_name]
+        r = 3
+        conv = len(w_shape) == 4
+        up = randn(g, OUT, r, 1, 1) if conv else randn(g, OUT, r)
+        if tucker:
+            t = {"up": up, "mid": randn(g, r, r, 3, 3), "down": randn(g, r, IN, 1, 1)}
+        else:
+            t = {"up": up, "down": randn(g, r, IN, *w_shape[2:])}
+        return (
+            LayerAdapter("lora", t, alpha=alpha),
+            randn(g, *w_shape),
+            lambda m: oracles.lora(t["up"], t["down"], alpha, m, w_shape, mid=t.get("mid")),
+        )
+
+    return build
+
+
+def _norm():
+    def build(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        t = {"w_norm": randn(g, OUT), "b_norm": randn(g, OUT)}
+        return LayerAdapter("norm", t), 1 + randn(g, OUT, scale=0.1), lambda m: oracles.full(t["w_norm"], m)
+
+    return build
+
+
 def _full(shape_name: str):
     def build(seed: int):
         g = torch.Generator().manual_seed(seed)
@@ -172,6 +201,9 @@ for _s in SHAPES:
     CASES[f"oft_diag-{_s}"] = _oft(_s, "oft_diag", None, _s == "conv3x3")
 for _s in ("linear", "conv1x1"):
     CASES[f"glora-old-{_s}"] = _glora(_s, "old", 2.0)
+    CASES[f"lora-{_s}"] = _lora(_s, False, 2.0)
+CASES["lora-tucker"] = _lora("conv3x3", True, 1.0)
+CASES["norm"] = _norm()
 CASES["loha-tucker"] = _loha("conv3x3", True, 0.5)
 CASES["loha-no-alpha"] = _loha("linear", False, None)
 CASES["lokr-tucker"] = _lokr("conv3x3", "tucker", 1.0)

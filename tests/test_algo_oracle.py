@@ -45,7 +45,7 @@ def test_every_algorithm_has_a_case():
         "boft",
         "oft_diag",
     }
-    covered = {CASES[c](seed=0)[0].algo for c in CASES} | {"lora", "norm"}
+    covered = {CASES[c](seed=0)[0].algo for c in CASES}
     assert covered == set(ALGORITHM_NAMES)
 
 
@@ -64,6 +64,49 @@ def test_full_bias_delta_scaled_by_multiplier_only():
     assert rel_err(got.bias, oracles.full(diff_b, -0.5)) <= 1e-6
     only_bias = layer_delta(LayerAdapter("full", {"diff_b": diff_b}), torch.randn(8, 6), 1.0)
     assert only_bias.weight is None and torch.equal(only_bias.bias, diff_b)
+
+
+@pytest.mark.parametrize("algo", ["loha", "lokr", "lora-tucker"])
+def test_four_channel_conv_in_deltas_zero_padded_for_inpainting(algo):
+    """A LoRA trained on a 4-channel conv_in applied to a 9-channel inpainting conv_in (FORMATS §10.10)."""
+    g = torch.Generator().manual_seed(0)
+    w4, w9 = torch.randn(8, 4, 3, 3, generator=g), torch.randn(8, 9, 3, 3, generator=g)
+    if algo == "loha":
+        t = {
+            k: torch.randn(s, generator=g)
+            for k, s in {
+                "hada_w1_a": (8, 2),
+                "hada_w1_b": (2, 36),
+                "hada_w2_a": (8, 2),
+                "hada_w2_b": (2, 36),
+            }.items()
+        }
+    elif algo == "lokr":
+        t = {"lokr_w1": torch.randn(2, 2, generator=g), "lokr_w2": torch.randn(4, 2, 3, 3, generator=g)}
+    else:
+        t = {
+            "up": torch.randn(8, 2, 1, 1, generator=g),
+            "mid": torch.randn(2, 2, 3, 3, generator=g),
+            "down": torch.randn(2, 4, 1, 1, generator=g),
+        }
+    adapter = LayerAdapter(algo.split("-")[0], t, alpha=1.0)
+    padded = layer_delta(adapter, w9, 0.5).weight
+    assert padded.shape == w9.shape and torch.count_nonzero(padded[:, 4:]) == 0
+    assert torch.equal(padded[:, :4], layer_delta(adapter, w4, 0.5).weight)  # fmt: skip
+
+
+def test_deltas_are_fresh_tensors():
+    """The patcher accumulates into the returned tensors; they must never alias adapter parts or W₀."""
+    diff = torch.randn(8, 6)
+    w0 = torch.randn(8, 6)
+    for adapter in (
+        LayerAdapter("full", {"diff": diff, "diff_b": torch.randn(8)}),
+        LayerAdapter("norm", {"w_norm": diff[0]}),
+    ):
+        got = layer_delta(adapter, w0 if adapter.algo == "full" else w0[0], 1.0)
+        for t in (got.weight, got.bias):
+            if t is not None:
+                assert all(t.data_ptr() != p.data_ptr() for p in (*adapter.tensors.values(), w0))
 
 
 def test_full_conv_in_delta_zero_padded_for_inpainting():

@@ -19,15 +19,6 @@ MULTIPLIER = st.floats(min_value=-8.0, max_value=8.0, allow_nan=False).filter(
 )
 # built once: hypothesis re-runs the body many times and the cases are pure
 BUILT = {name: build(seed=11) for name, build in CASES.items()}
-BUILT["lora-tucker"] = (
-    LayerAdapter(
-        "lora",
-        {"up": torch.randn(8, 3, 1, 1), "mid": torch.randn(3, 3, 3, 3), "down": torch.randn(3, 6, 1, 1)},
-        alpha=1.0,
-    ),
-    torch.randn(8, 6, 3, 3),
-    None,
-)
 BUILT["lora-dora"] = (
     LayerAdapter(
         "lora", {"up": torch.randn(8, 2), "down": torch.randn(2, 6), "dora_scale": torch.rand(8, 1) + 0.5}
