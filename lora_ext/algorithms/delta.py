@@ -29,7 +29,8 @@ def layer_delta(
     adapter: one file's parts for this target. w0: the pristine weight (or q/k/v row slice), float32, on the device
     where the math should run. dyn: DyLoRA rank truncation (LoRA family only). b0: the layer's pristine bias, used for
     shape checks only; None when the layer has no bias.
-    Returns float32 tensors on ``w0.device``: weight with ``w0``'s shape (or None), bias ``[out]`` (or None).
+    Returns float32 tensors on ``w0.device``: weight with ``w0``'s shape (or None), bias ``[out]`` (or None); both are
+    fresh tensors (never views of ``w0`` or of adapter parts), so callers may accumulate into them.
     Raises AdapterShapeError when the adapter does not fit ``w0``; ValueError for an unknown algorithm name.
     """
     family = FAMILIES.get(adapter.algo)
