@@ -156,3 +156,33 @@ def test_select_filters_sorts_and_folders(page):
     assert got["arch"] == ["a"]
     assert got["fav"] == ["a"]
     assert got["folders"] == ["sub", "sub/deep"]
+
+
+def test_browser_renders_one_page_and_pages_through(page):
+    """Only one page of cards is in the DOM (5 000-LoRA libraries); folder and arch filters re-page."""
+    from test_ui_cards import entry
+
+    from lora_ext.ui.browser import browser_html
+    from lora_ext.ui.cards import card_data, data_block_html
+
+    entries = [
+        entry(f"{'deep/' if i % 10 == 0 else ''}lora_{i:03d}", arch="SDXL" if i < 5 else "SD1")
+        for i in range(130)
+    ]
+    body = (
+        '<div id="lora_ext_browser">' + browser_html("lora_ext") + "</div>"
+        '<div id="lora_ext_data">' + data_block_html(card_data(entries, page_size=50), "lora_ext") + "</div>"
+    )
+    page.evaluate("html => { document.body.insertAdjacentHTML('beforeend', html); loraExtScan(); }", body)
+    count = "() => document.querySelectorAll('.lora-ext-grid .lora-ext-card').length"
+    info = "() => document.querySelector('.lora-ext-pageinfo').textContent"
+    assert page.evaluate(count) == 50
+    assert page.evaluate(info) == "130 of 130 LoRAs, page 1/3"
+    page.click(".lora-ext-next")
+    page.click(".lora-ext-next")
+    assert page.evaluate(count) == 30
+    page.click(".lora-ext-folder[data-folder='deep']")
+    assert page.evaluate(count) == 13 and page.evaluate(info) == "13 of 130 LoRAs, page 1/1"
+    page.click(".lora-ext-folder[data-folder='']")
+    page.select_option(".lora-ext-arch", "SDXL")
+    assert page.evaluate(count) == 5

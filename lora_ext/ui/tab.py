@@ -20,17 +20,9 @@ import gradio as gr
 
 from lora_ext.errors import Problem, is_problem
 from lora_ext.library.entry import LoraEntry
+from lora_ext.ui.browser import browser_html
 from lora_ext.ui.cards import card_data, data_block_html, gradio_file_url
 from lora_ext.ui.inspector import SD_VERSIONS, editor_values, inspector_html, merged_user_metadata
-
-SORTS = [
-    ("path", "Path"),
-    ("name", "Name"),
-    ("created", "Date created"),
-    ("modified", "Date modified"),
-    ("size", "Size"),
-]
-ARCH_FILTERS = ["SD1", "SD2", "SDXL", "SD3", "Flux", "Other", "Unknown"]
 
 
 @dataclass
@@ -67,29 +59,6 @@ class LoraTab:
     status: Any
     selected: Any
     components: dict[str, Any] = field(default_factory=dict)
-
-
-def browser_html(prefix: str) -> str:
-    """The static part of the browser; javascript/lora_ext.js fills the folder pane and the grid."""
-    esc = html.escape
-    sorts = "".join(f'<option value="{k}">{esc(label)}</option>' for k, label in SORTS)
-    archs = "".join(f'<option value="{a}">{a}</option>' for a in ARCH_FILTERS)
-    return (
-        f'<div class="lora-ext-browser" data-prefix="{esc(prefix, quote=True)}">'
-        '<div class="lora-ext-controls">'
-        '<input class="lora-ext-search" type="search" placeholder="Search name, alias, folder, description, tags…" '
-        'aria-label="Search LoRAs">'
-        f'<select class="lora-ext-sort" aria-label="Sort by">{sorts}</select>'
-        '<button class="lora-ext-order" title="Ascending / descending">↑</button>'
-        f'<select class="lora-ext-arch" aria-label="Architecture"><option value="all">All architectures</option>'
-        f"{archs}</select>"
-        '<label class="lora-ext-favlabel"><input type="checkbox" class="lora-ext-favonly"> ★ only</label>'
-        '<span class="lora-ext-pager"><button class="lora-ext-prev" title="Previous page">‹</button>'
-        '<span class="lora-ext-pageinfo"></span><button class="lora-ext-next" title="Next page">›</button></span>'
-        "</div>"
-        '<div class="lora-ext-body"><div class="lora-ext-folders"></div><div class="lora-ext-grid"></div></div>'
-        "</div>"
-    )
 
 
 def _find(host: TabHost, name: str) -> LoraEntry | None:

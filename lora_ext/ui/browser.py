@@ -1,0 +1,40 @@
+"""The static markup of the card browser (controls, folder pane, grid); javascript/lora_ext.js fills it.
+
+No Gradio here, so the browser tests can put the same markup into a blank page.
+"""
+
+from __future__ import annotations
+
+import html
+
+SORTS = [
+    ("path", "Path"),
+    ("name", "Name"),
+    ("created", "Date created"),
+    ("modified", "Date modified"),
+    ("size", "Size"),
+]
+ARCH_FILTERS = ["SD1", "SD2", "SDXL", "SD3", "Flux", "Other", "Unknown"]
+
+
+def browser_html(prefix: str) -> str:
+    """The static part of the browser; javascript/lora_ext.js fills the folder pane and the grid."""
+    esc = html.escape
+    sorts = "".join(f'<option value="{k}">{esc(label)}</option>' for k, label in SORTS)
+    archs = "".join(f'<option value="{a}">{a}</option>' for a in ARCH_FILTERS)
+    return (
+        f'<div class="lora-ext-browser" data-prefix="{esc(prefix, quote=True)}">'
+        '<div class="lora-ext-controls">'
+        '<input class="lora-ext-search" type="search" placeholder="Search name, alias, folder, description, tags…" '
+        'aria-label="Search LoRAs">'
+        f'<select class="lora-ext-sort" aria-label="Sort by">{sorts}</select>'
+        '<button class="lora-ext-order" title="Ascending / descending">↑</button>'
+        f'<select class="lora-ext-arch" aria-label="Architecture"><option value="all">All architectures</option>'
+        f"{archs}</select>"
+        '<label class="lora-ext-favlabel"><input type="checkbox" class="lora-ext-favonly"> ★ only</label>'
+        '<span class="lora-ext-pager"><button class="lora-ext-prev" title="Previous page">‹</button>'
+        '<span class="lora-ext-pageinfo"></span><button class="lora-ext-next" title="Next page">›</button></span>'
+        "</div>"
+        '<div class="lora-ext-body"><div class="lora-ext-folders"></div><div class="lora-ext-grid"></div></div>'
+        "</div>"
+    )
