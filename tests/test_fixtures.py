@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,259 @@ def test_a1111_target_path_slices_openclip_qkv():
         a1111_target_path("sd1", "unet", "down_blocks.0.resnets.0.conv1")[0] == "input_blocks.1.0.in_layers.2"
     )
     assert a1111_target_path("sdxl", "unet", "up_blocks.1.upsamplers.0.conv")[0] == "output_blocks.3.2.conv"
+
+
+# ---------------------------------------------------------------------------------------------- LoRA writers
+
+
+def _keys(path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return list(f.keys())
+
+
+def _meta(path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
+def _module_keys(path) -> set[str]:
+    return {k.split(".", 1)[0] for k in _keys(path)}
+
+
+def _fused_changes(family, folder, weight_name):
+    """Layers that diffusers' own loader changes when it fuses the file: {(component, module path)}."""
+    pipe = build_tiny_pipeline(family)
+    parts = {"unet": pipe.unet, "te1": pipe.text_encoder}
+    if family == "sdxl":
+        parts["te2"] = pipe.text_encoder_2
+    before = {c: {k: v.clone() for k, v in m.state_dict().items()} for c, m in parts.items()}
+    pipe.load_lora_weights(str(folder), weight_name=weight_name)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    after = {c: m.state_dict() for c, m in parts.items()}
+    changed = {
+        (c, k.rsplit(".", 1)[0])
+        for c in parts
+        for k in before[c]
+        if not torch.equal(before[c][k], after[c][k])
+    }
+    return changed, after
+
+
+@pytest.mark.parametrize(
+    ("family", "naming", "conv_dim"),
+    [("sd1", "diffusers", None), ("sd2", "diffusers", 4), ("sdxl", "compvis", 4)],
+)
+def test_kohya_file_changes_exactly_the_expected_layers_in_diffusers(tmp_path, family, naming, conv_dim):
+    """diffusers' kohya converter (an independent reader) must find every key and nothing else."""
+    from lora_writers import write_kohya
+
+    written = write_kohya(
+        build_tiny_pipeline(family), tmp_path / "k.safetensors", naming=naming, conv_dim=conv_dim
+    )
+    changed, _ = _fused_changes(family, tmp_path, "k.safetensors")
+    assert changed == set(written.expected)
+    assert any(p.endswith("conv1") for _, p in written.expected) == bool(conv_dim)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_kohya_targets_equal_the_lycoris_tool_targets(tmp_path, family):
+    from lora_writers import write_kohya, write_lycoris
+
+    pipe = build_tiny_pipeline(family)
+    ours = write_kohya(pipe, tmp_path / "ours.safetensors", naming="diffusers", conv_dim=4)
+    tool = write_lycoris(pipe, tmp_path / "tool.safetensors", algo="locon", conv=True)
+    assert ours.expected == tool.expected
+    assert _module_keys(ours.path) == _module_keys(tool.path)
+    counts = {c: sum(1 for comp, _ in ours.expected if comp == c) for c in ("unet", "te1", "te2")}
+    assert counts["te1"] == 12 and counts["te2"] == (12 if family == "sdxl" else 0)
+
+
+def test_kohya_key_variants(tmp_path):
+    from lora_writers import write_kohya
+
+    pipe = build_tiny_pipeline("sd1")
+    compvis = write_kohya(pipe, tmp_path / "c.safetensors", naming="compvis")
+    assert "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q" in _module_keys(compvis.path)
+    assert compvis.expected == write_kohya(pipe, tmp_path / "d.safetensors").expected
+    dm = write_kohya(pipe, tmp_path / "dm.safetensors", naming="diffusion_model", components=("unet",))
+    assert all(k.startswith("diffusion_model_") for k in _module_keys(dm.path))
+    peft = write_kohya(pipe, tmp_path / "p.safetensors", suffix="peft")
+    assert any(k.endswith("_to_q.lora_A.weight") for k in _keys(peft.path))
+    assert not any("lora_down" in k for k in _keys(peft.path))
+    no_alpha = write_kohya(pipe, tmp_path / "n.safetensors", alpha=None, metadata=False)
+    assert not any(k.endswith(".alpha") for k in _keys(no_alpha.path)) and _meta(no_alpha.path) == {}
+
+
+def test_kohya_tucker_dora_oft_dylora_and_embeddings(tmp_path):
+    from lora_writers import write_kohya
+    from safetensors.torch import load_file
+
+    pipe = build_tiny_pipeline("sd1")
+    t = load_file(
+        str(write_kohya(pipe, tmp_path / "t.safetensors", algo="tucker", conv_dim=4, dora="out").path)
+    )
+    key = "lora_unet_down_blocks_0_resnets_0_conv1"
+    assert t[f"{key}.lora_mid.weight"].shape == (4, 4, 3, 3)
+    assert t[f"{key}.lora_down.weight"].shape == (4, 32, 1, 1)
+    assert t[f"{key}.dora_scale"].shape == (32, 1, 1, 1)
+    assert t["lora_te_text_model_encoder_layers_0_mlp_fc1.dora_scale"].shape == (64, 1)
+    t_in = load_file(str(write_kohya(pipe, tmp_path / "i.safetensors", dora="in").path))
+    assert t_in["lora_te_text_model_encoder_layers_0_mlp_fc1.dora_scale"].shape == (1, 32)
+    oft = write_kohya(pipe, tmp_path / "o.safetensors", algo="oft", naming="compvis")
+    o = load_file(str(oft.path))
+    assert o["oft_unet_input_blocks_1_1_proj_in.oft_blocks"].shape == (4, 8, 8)
+    assert (
+        all(c == "unet" for c, _ in oft.expected) and _meta(oft.path)["ss_network_module"] == "networks.oft"
+    )
+    dy = write_kohya(pipe, tmp_path / "dy.safetensors", dyn=True, rank=8, embeddings={"mytok": 2})
+    assert _meta(dy.path)["ss_network_module"] == "networks.dylora"
+    assert load_file(str(dy.path))["bundle_emb.mytok.string_to_param.*"].shape == (2, 32)
+    xl = write_kohya(build_tiny_pipeline("sdxl"), tmp_path / "xl.safetensors", embeddings={"tok": 1})
+    assert {"bundle_emb.tok.clip_l", "bundle_emb.tok.clip_g"} <= set(_keys(xl.path))
+    assert any(k.startswith("lora_te2_") for k in _keys(xl.path))
+
+
+def test_kohya_metadata_is_realistic_and_hash_matches_data(tmp_path):
+    import hashlib
+
+    from lora_writers import write_kohya
+
+    path = write_kohya(build_tiny_pipeline("sdxl"), tmp_path / "style.safetensors").path
+    meta = _meta(path)
+    assert meta["ss_output_name"] == "style" and meta["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert json.loads(meta["ss_tag_frequency"])
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + n :]).hexdigest()
+
+
+LYCORIS_CASES = [
+    ("lora", {}, {"lora_down.weight", "lora_up.weight", "alpha"}),
+    ("loha", {}, {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"}),
+    ("loha", {"conv": True, "use_tucker": True}, {"hada_t1", "hada_t2"}),
+    ("lokr", {}, {"lokr_w1", "alpha"}),
+    ("lokr", {"full_matrix": True}, {"lokr_w1", "lokr_w2"}),
+    ("lokr", {"conv": True, "use_tucker": True}, {"lokr_t2", "lokr_w2_a", "lokr_w2_b"}),
+    ("full", {}, {"diff", "diff_b"}),
+    ("ia3", {}, {"weight", "on_input"}),
+    ("glora", {}, {"a1.weight", "a2.weight", "b1.weight", "b2.weight"}),
+    ("diag-oft", {}, {"oft_blocks", "alpha"}),
+    ("boft", {}, {"oft_blocks"}),
+    ("norm", {}, {"w_norm", "b_norm"}),
+    ("dora", {"wd_on_output": True}, {"dora_scale"}),
+    ("dora", {"wd_on_output": False}, {"dora_scale"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("algo", "kw", "parts"), LYCORIS_CASES, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(LYCORIS_CASES)]
+)
+def test_lycoris_writer_makes_nonzero_files(tmp_path, algo, kw, parts):
+    from lora_writers import write_lycoris
+    from safetensors.torch import load_file
+
+    written = write_lycoris(build_tiny_pipeline("sd1"), tmp_path / "l.safetensors", algo=algo, **kw)
+    tensors = load_file(str(written.path))
+    found = {k.split(".", 1)[1] for k in tensors}
+    assert parts <= found, found
+    zero = [
+        k
+        for k, v in tensors.items()
+        if v.is_floating_point() and not k.endswith(("alpha", "on_input")) and not v.any()
+    ]
+    assert zero == []
+    assert len(_module_keys(written.path)) == len(written.expected) > 0
+    assert _meta(written.path)["ss_network_module"] == "lycoris.kohya"
+    if algo == "dora":
+        scale = tensors["lora_te_text_model_encoder_layers_0_mlp_fc1.dora_scale"]
+        assert scale.shape == ((64, 1) if kw["wd_on_output"] else (1, 32))
+
+
+def test_lycoris_prefixed_keys(tmp_path):
+    from lora_writers import write_lycoris_prefixed
+
+    written = write_lycoris_prefixed(build_tiny_pipeline("sd1"), tmp_path / "s.safetensors", algo="lokr")
+    keys = _module_keys(written.path)
+    assert "lycoris_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" in keys
+    assert all(k.startswith("lycoris_") for k in keys) and len(keys) == len(written.expected)
+
+
+def test_peft_file_and_older_diffusers_layouts_give_the_same_fused_weights(tmp_path):
+    from lora_writers import peft_to_attn_procs, peft_to_diffusers_021, write_peft_lora
+
+    written = write_peft_lora(
+        build_tiny_pipeline("sd1"), tmp_path / "p.safetensors", components=("unet", "te1"), alpha=2
+    )
+    assert any(
+        k.startswith("text_encoder.text_model.") and k.endswith("lora_B.weight") for k in _keys(written.path)
+    )
+    assert json.loads(_meta(written.path)["lora_adapter_metadata"])["unet.lora_alpha"] == 2
+    changed, ref = _fused_changes("sd1", tmp_path, "p.safetensors")
+    assert changed == set(written.expected)
+    old = peft_to_diffusers_021(written.path, tmp_path / "old.safetensors")
+    assert "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.lora.down.weight" in _keys(old)
+    assert "text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_linear_layer.up.weight" in _keys(
+        old
+    )
+    _, got = _fused_changes("sd1", tmp_path, "old.safetensors")
+    for c in ref:
+        for k in ref[c]:
+            torch.testing.assert_close(got[c][k], ref[c][k], atol=1e-6, rtol=0)
+    procs = peft_to_attn_procs(written.path, tmp_path / "procs.safetensors")
+    keys = _keys(procs)
+    assert "down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight" in keys
+    assert "text_encoder.text_model.encoder.layers.1.self_attn.to_q_lora.down.weight" in keys
+    assert len(keys) == len(_keys(written.path))
+
+
+def test_peft_dora_and_sdxl_text_encoder_2(tmp_path):
+    from lora_writers import write_peft_lora
+
+    written = write_peft_lora(
+        build_tiny_pipeline("sdxl"),
+        tmp_path / "d.safetensors",
+        components=("unet", "te1", "te2"),
+        use_dora=True,
+    )
+    keys = _keys(written.path)
+    assert any(k.startswith("text_encoder_2.") for k in keys)
+    assert any(k.endswith("to_q.lora_magnitude_vector") for k in keys)
+    assert {c for c, _ in written.expected} == {"unet", "te1", "te2"}
+
+
+def test_raw_peft_folder(tmp_path):
+    from lora_writers import write_raw_peft
+
+    written = write_raw_peft(tiny_unet("sd1"), tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    keys = _keys(written.path)
+    assert all(k.startswith("base_model.model.") for k in keys)
+    assert len({k.rsplit(".lora_", 1)[0] for k in keys}) == len(written.expected) == 32
+
+
+def test_comfyui_cloneofsimo_and_safeloras(tmp_path):
+    from lora_writers import write_cloneofsimo_pt, write_comfyui, write_safeloras
+
+    pipe = build_tiny_pipeline("sdxl")
+    comfy = write_comfyui(pipe, tmp_path / "c.safetensors")
+    keys = set(_keys(comfy.path))
+    assert "diffusion_model.input_blocks.3.1.transformer_blocks.0.attn1.to_q.lora_up.weight" in keys
+    assert (
+        "text_encoders.clip_g.transformer.text_model.encoder.layers.0.self_attn.q_proj.lora_up.weight" in keys
+    )
+    assert "diffusion_model.input_blocks.3.1.transformer_blocks.0.attn1.to_q.alpha" in keys
+    te = write_cloneofsimo_pt(build_tiny_pipeline("sd1"), tmp_path / "te.pt", component="te1")
+    weights = torch.load(str(te.path))
+    assert isinstance(weights, list) and len(weights) == 2 * len(te.expected) == 2 * 8
+    assert weights[0].dtype == torch.float16 and weights[0].shape == (32, 4) and weights[1].shape == (4, 32)
+    unet = write_cloneofsimo_pt(pipe, tmp_path / "u.pt")
+    assert ("unet", "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.0.proj") in unet.expected
+    safe = write_safeloras(pipe, tmp_path / "s.safetensors")
+    meta = _meta(safe.path)
+    assert "unet:0:up" in _keys(safe.path) and "text_encoder:0:down" in _keys(safe.path)
+    assert meta["unet:0:rank"] == "4" and "CLIPAttention" in meta["text_encoder"]
