@@ -179,6 +179,7 @@ def test_w_dependence_flag():
         (LayerAdapter("oft", {"oft_blocks": torch.zeros(3, 4, 4)}), (8, 6)),
         (LayerAdapter("boft", {"oft_blocks": torch.zeros(3, 3, 2, 2)}), (6, 6)),
         (LayerAdapter("ia3", {"weight": torch.ones(5)}), (8, 6)),
+        (LayerAdapter("lora", {"up": torch.ones(8, 2), "down": torch.ones(3, 6)}), (8, 6)),
         (LayerAdapter("loha", {"hada_w1_a": torch.ones(8, 2), "hada_w1_b": torch.ones(2, 5),
                                "hada_w2_a": torch.ones(8, 2), "hada_w2_b": torch.ones(2, 5)}), (8, 6)),
         (LayerAdapter("glora", {"a1": torch.ones(5, 2), "a2": torch.ones(2, 5), "b1": torch.ones(8, 2),
