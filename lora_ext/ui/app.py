@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import is_problem
+from lora_ext.ui.previews import library_preview_url
 from lora_ext.ui.runtime import Runtime, generate
 from lora_ext.ui.tab import TabHost, build_lora_tab
 
@@ -74,6 +75,7 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         model_arch=lambda: runtime.host.architecture,
         coverage=coverage_for(runtime),
         last_image=lambda: last["image"],
+        preview_url=library_preview_url(runtime.library),
     )
     defaults = runtime.defaults
     js = inject_script_js(extension_js())
