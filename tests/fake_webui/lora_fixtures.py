@@ -50,7 +50,8 @@ def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[s
 def expected_state(
     family: str, loras: list[tuple[Path, float, float]], seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` applied by the engine directly."""
+    """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` applied by the engine directly (each LoRA named
+    after its file stem, as a tag names it)."""
     from tiny_models import a1111_model
 
     from lora_ext.adapters import ActiveLora
@@ -62,8 +63,8 @@ def expected_state(
     parts = ModelParts.from_a1111(model)
     loader = LoraLoader()
     active = []
-    for i, (path, te, unet) in enumerate(loras):
-        resolved = loader.resolve(str(path), parts, f"ref{i}")
+    for path, te, unet in loras:
+        resolved = loader.resolve(str(path), parts, Path(path).stem)
         active.append(ActiveLora(resolved, te=te, unet=unet))
     result = Patcher().apply(active)
     assert result.ok, result.problems

@@ -1,0 +1,173 @@
+"""Tag variants through the fake webui (A1111_CONTRACT §3.3–3.5): weights, te=/unet=, lyco:, duplicates, unknown
+names, wrong architecture, bad tags, engine errors on one file, the ``sd_lora`` option, bundled embeddings,
+coverage messages. Weights during sampling are compared with the engine applied directly."""
+
+from __future__ import annotations
+
+import pytest
+from fake_webui.harness import Webui, fake_modules, lora_host
+from fake_webui.lora_fixtures import expected_state, install, same_state, state, write_lora
+from safetensors.torch import load_file, save_file
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tag_loras")
+    return {
+        "x": write_lora(folder, "x", "sd1", seed=1),
+        "y": write_lora(folder, "y", "sd1", seed=2),
+        "xl": write_lora(folder, "xl", "sdxl", seed=3),
+        "emb": write_lora(folder, "emb", "sd1", seed=4, embeddings={"lxtoken": 2}),
+    }
+
+
+@pytest.fixture
+def webui(tmp_path, store):
+    with fake_modules():
+        w = Webui(tmp_path).start()
+        w.model = w.load_model("sd1")
+        w.original = state(w.model)
+        for name in ("x", "y"):
+            install(store[name], w.lora_dir, name)
+        try:
+            yield w
+        finally:
+            w.stop()
+
+
+def sampled(webui, prompt, **kwargs):
+    """(weights seen at the first sampling pass, Processed)."""
+    seen = []
+    processed, _ = webui.txt2img(
+        prompt, sampling_probe=lambda p, name: seen.append(state(webui.model)), **kwargs
+    )
+    assert same_state(state(webui.model), webui.original) == []  # restored after every generation
+    return seen[0], processed
+
+
+@pytest.mark.parametrize(
+    ("tag", "te", "unet"),
+    [
+        ("<lora:x:-1.5>", -1.5, -1.5),
+        ("<lora:x:1:0.5>", 1.0, 0.5),
+        ("<lora:x:unet=0.5>", 1.0, 0.5),
+        ("<lora:x:0.3:te=0.9>", 0.9, 0.9),  # unet defaults to te AFTER the te= override
+        ("<lyco:x:0.7>", 0.7, 0.7),
+        ("<lora:x:0.6:lbw=OUTD:stop=10>", 0.6, 0.6),  # unknown named args ignored
+    ],
+)
+def test_weight_forms(webui, store, tag, te, unet):
+    weights, _ = sampled(webui, f"a photo {tag}")
+    assert same_state(weights, expected_state("sd1", [(store["x"], te, unet)])) == []
+
+
+def test_te_zero_makes_unet_zero_too(webui):
+    """``<lora:x:0.8:te=0>``: te=0 and unet defaults to te -> nothing changes at all."""
+    weights, _ = sampled(webui, "a photo <lora:x:0.8:te=0>")
+    assert same_state(weights, webui.original) == []
+
+
+def test_same_lora_twice_sums(webui, store):
+    weights, _ = sampled(webui, "a <lora:x:0.5> b <lora:x:0.25>")
+    assert (
+        same_state(weights, expected_state("sd1", [(store["x"], 0.5, 0.5), (store["x"], 0.25, 0.25)])) == []
+    )
+
+
+def test_unknown_name_message_with_suggestion_and_others_still_apply(webui, store):
+    weights, processed = sampled(webui, "a photo <lora:xx:1> <lora:y:0.8>")
+    assert "Lora not found: xx (did you mean 'x'?)" in processed.comments
+    assert "Traceback" not in processed.comments
+    assert same_state(weights, expected_state("sd1", [(store["y"], 0.8, 0.8)])) == []
+
+
+def test_other_architecture_is_refused_with_a_message(webui, store):
+    install(store["xl"], webui.lora_dir, "xl")
+    weights, processed = sampled(webui, "a photo <lora:xl:1> <lora:y:1>")
+    lines = [line for line in processed.comments.splitlines() if line.startswith("xl")]
+    assert lines, processed.comments
+    assert any("SDXL" in line for line in lines)
+    assert same_state(weights, expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
+
+
+def test_only_the_wrong_architecture_lora_means_nothing_applied(webui, store):
+    install(store["xl"], webui.lora_dir, "xl")
+    weights, processed = sampled(webui, "a photo <lora:xl:1>")
+    assert same_state(weights, webui.original) == []
+    assert "xl" in processed.comments
+
+
+def test_bad_weight_is_reported_and_does_not_disable_the_others(webui, store):
+    weights, processed = sampled(webui, "a photo <lora:x:abc> <lora:y:1>")
+    assert "<lora:x:abc>" in processed.comments
+    assert same_state(weights, expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
+
+
+def test_engine_error_on_one_file_does_not_disable_the_others(webui, store, monkeypatch):
+    host = lora_host()
+    real = host.loader.resolve
+
+    def flaky(path, parts, name):
+        if name == "x":
+            raise ValueError("boom")
+        return real(path, parts, name)
+
+    monkeypatch.setattr(host.loader, "resolve", flaky)
+    weights, processed = sampled(webui, "a photo <lora:x:1> <lora:y:1>")
+    assert "x: could not be loaded (ValueError: boom)" in processed.comments
+    assert same_state(weights, expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
+
+
+def test_unmatched_keys_are_reported(webui, store):
+    tensors = load_file(str(store["y"]))
+    tensors["lora_unet_not_a_layer.lora_down.weight"] = tensors[next(iter(tensors))].clone()
+    save_file(tensors, str(webui.lora_dir / "partial.safetensors"))
+    _, processed = sampled(webui, "a photo <lora:partial:1>")
+    assert any("1 of" in line and "keys unmatched" in line for line in processed.comments.splitlines())
+
+
+def test_sd_lora_option_adds_the_network(webui, store):
+    from modules import shared
+
+    shared.opts.sd_lora = "y"
+    weights, processed = sampled(webui, "a photo")
+    assert same_state(weights, expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
+    assert "<lora:y:1.0>" in processed.info
+
+
+def test_bundled_embeddings_registered_only_while_active(webui, store):
+    from modules import sd_hijack
+
+    install(store["emb"], webui.lora_dir, "emb")
+    db = sd_hijack.model_hijack.embedding_db
+    during = []
+    webui.txt2img(
+        "a lxtoken <lora:emb:1>", sampling_probe=lambda p, n: during.append(set(db.word_embeddings))
+    )
+    assert "lxtoken" in during[0]
+    assert "lxtoken" not in db.word_embeddings
+
+
+def test_lora_hashes_accumulate_over_hires_and_batches(webui):
+    processed, p = webui.txt2img(
+        "a photo <lora:x:1>", enable_hr=True, hr_prompt="a photo <lora:y:1>", n_iter=2
+    )
+    value = p.extra_generation_params["Lora hashes"]
+    assert value.startswith("x: ") and ", y: " in value
+    assert 'Lora hashes: "x: ' in processed.info
+
+
+def test_batch_uses_first_prompt_networks(webui, store):
+    """§3.2: one batch uses the first prompt's tags, whatever the others say."""
+    from modules import processing, scripts
+
+    seen = []
+    p = processing.StableDiffusionProcessingTxt2Img(
+        prompt="",
+        batch_size=2,
+        scripts=scripts.scripts_txt2img,
+        sampling_probe=lambda p, n: seen.append(state(webui.model)),
+    )
+    p.all_prompts = ["a <lora:y:1>", "b <lora:x:1>"]
+    processing.process_images(p)
+    assert same_state(seen[0], expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
