@@ -137,3 +137,41 @@ def test_loader_returns_problems_for_every_bad_input_without_raising(tmp_path):
         result = loader.resolve(str(tmp_path / name), parts, name)
         assert isinstance(result, Problem), name
         assert result.subject.endswith(name)
+
+
+def test_file_for_another_base_with_matching_names_is_refused_by_shapes(tmp_path):
+    """Same module names, other widths (tiny SD1 LoRA on tiny SD2): refused with the shape reason, nothing applied."""
+    from lora_ext.demo import build_tiny_pipeline
+
+    sd1 = build_tiny_pipeline("sd1", 0)
+    tensors = {}
+    for name, module in sd1.text_encoder.named_modules():
+        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj")):
+            key = "lora_te_" + name.replace(".", "_")
+            tensors[f"{key}.lora_up.weight"] = torch.randn(module.weight.shape[0], 2)
+            tensors[f"{key}.lora_down.weight"] = torch.randn(2, module.weight.shape[1])
+    path = str(tmp_path / "sd1_te.safetensors")
+    save_file(tensors, path)
+    sd2 = ModelParts.from_diffusers(build_tiny_pipeline("sd2", 0), family="sd2")
+    result = resolve(read_lora_file(path), TargetIndex.build(sd2), "sd1_te")
+    assert result.layers == {} and result.report.verdict == "refused"
+    (problem,) = errors(result)
+    assert "sd1_te.safetensors does not fit the loaded SD2 model" in problem.message
+    assert "32 vs layer 64" in problem.message or "vs layer 64x64" in problem.message
+
+
+def test_a_few_misfit_layers_are_skipped_with_a_warning(tmp_path):
+    tensors = good_tensors()
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k"
+    tensors[f"{key}.lora_up.weight"] = torch.randn(32, 2)
+    tensors[f"{key}.lora_down.weight"] = torch.randn(2, 32)
+    bad = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_v"
+    tensors[f"{bad}.lora_up.weight"] = torch.randn(48, 2)
+    tensors[f"{bad}.lora_down.weight"] = torch.randn(2, 32)
+    path = str(tmp_path / "mixed.safetensors")
+    save_file(tensors, path)
+    result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "mixed")
+    assert len(result.layers) == 2
+    assert sorted(result.unmatched) == [f"{bad}.lora_down.weight", f"{bad}.lora_up.weight"]
+    assert result.report.verdict == "partial"
+    assert any("do not fit" in p.message and p.severity == "warning" for p in result.problems)

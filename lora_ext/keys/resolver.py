@@ -18,6 +18,7 @@ from lora_ext.errors import Problem
 from lora_ext.keys.cloneofsimo import is_positional, resolve_positional
 from lora_ext.keys.key_parser import KeyParts, parse_key
 from lora_ext.keys.metadata_alpha import configs_from_metadata
+from lora_ext.keys.shape_check import mismatch
 from lora_ext.keys.tables import ALGO_BY_PART, BUNDLE_PREFIX, REQUIRED_PARTS
 from lora_ext.keys.target_index import TargetIndex
 
@@ -68,8 +69,45 @@ def resolve(file: LoraFile, index: TargetIndex, name: str) -> ResolvedLora:
     else:
         _resolve_named(file, index, result)
 
+    if _drop_misfits(result, label, model_arch, file_arch):
+        return result
     _finish(result, report, label)
     return result
+
+
+def _drop_misfits(result: ResolvedLora, label: str, model_arch: str, file_arch: str) -> bool:
+    """Remove layers whose shapes do not fit; refuse (True) when most do: the file is for another base model."""
+    misfits = []
+    for target, adapter in list(result.layers.items()):
+        reason = mismatch(adapter, target)
+        if reason is not None:
+            misfits.append(f"{target.canonical}: {reason}")
+            del result.layers[target]
+            result.unmatched.extend(adapter.keys)
+    if not misfits:
+        return False
+    total = len(misfits) + len(result.layers)
+    if len(misfits) * 2 > total:
+        made_for = f"a {file_arch} model" if file_arch != "Unknown" else "another base model"
+        _refuse(
+            result,
+            f"{label} does not fit the loaded {model_arch} model: {len(misfits)} of {total} layers have other "
+            f"shapes (e.g. {misfits[0]}); it was made for {made_for}. Nothing was applied; use it with the "
+            "checkpoint it was trained for.",
+            details=tuple(misfits[:_EXAMPLES]),
+        )
+        result.report.unmatched = list(result.unmatched)
+        return True
+    result.problems.append(
+        Problem(
+            result.path,
+            f"{label}: {len(misfits)} of {total} layers have shapes that do not fit the loaded model and were "
+            "skipped.",
+            severity="warning",
+            details=tuple(misfits[:_EXAMPLES]),
+        )
+    )
+    return False
 
 
 def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> None:
@@ -222,7 +260,5 @@ def _finish(result: ResolvedLora, report: CoverageReport, label: str) -> None:
 
 
 def _count_layers(layers: dict[Target, LayerAdapter]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for target in layers:
-        counts[target.component] = counts.get(target.component, 0) + 1
-    return counts
+    counts = {c: sum(1 for t in layers if t.component == c) for c in ("unet", "te1", "te2")}
+    return {c: n for c, n in counts.items() if n}
