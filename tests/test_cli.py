@@ -74,3 +74,21 @@ def test_demo_applies_reports_restores_and_writes_grid(tmp_path, monkeypatch, ca
     assert "differs from the image without it: True" in text
     assert (tmp_path / "demo_output" / "grid.png").is_file()
     assert any((tmp_path / ".lora_ext_demo" / "loras").rglob("*.safetensors"))
+
+
+def test_model_flag_loads_a_diffusers_folder(lora_dir, tmp_path):
+    from lora_ext.demo import build_tiny_pipeline
+
+    model = tmp_path / "model"
+    build_tiny_pipeline("sd1", 0).save_pretrained(str(model))
+    args = ["--prompt", "a cat <lora:style:1>", "--lora-dir", str(lora_dir), "--steps", "2", "--width", "64"]
+    args += ["--height", "64"]
+    assert main(["generate", *args, "--model", str(model), "--out", str(tmp_path / "a")]) == 0
+    assert main(["generate", *args, "--out", str(tmp_path / "b")]) == 0
+    with Image.open(tmp_path / "a" / "image-0.png") as a, Image.open(tmp_path / "b" / "image-0.png") as b:
+        assert a.tobytes() == b.tobytes()  # the same weights, loaded from disk instead of built in-process
+
+
+def test_missing_model_is_a_message(tmp_path, capsys):
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "nowhere")]) == 2
+    assert "Model not found" in capsys.readouterr().err
