@@ -74,18 +74,22 @@ def make_page(host: Any) -> Any:
             model_arch = model_architecture(shared.sd_model)
             version = card_version(entry)
             mismatch = incompatible(version, model_arch)
-            if enable_filter and shared.sd_model is not None and not shared.opts.lora_show_all:
+            if (
+                enable_filter
+                and shared.sd_model is not None
+                and not getattr(shared.opts, "lora_show_all", False)
+            ):
                 hide = getattr(shared.opts, "lora_ext_hide_incompatible", False)
                 if hide and mismatch:
                     return None
                 if (
                     hide
                     and version == "Unknown"
-                    and model_arch in (shared.opts.lora_hide_unknown_for_versions or [])
+                    and model_arch in (getattr(shared.opts, "lora_hide_unknown_for_versions", []) or [])
                 ):
                     return None
             path, _ = os.path.splitext(entry.path)
-            prefer = "filename" if shared.opts.lora_preferred_name == "Filename" else "alias"
+            prefer = "filename" if getattr(shared.opts, "lora_preferred_name", "") == "Filename" else "alias"
             tag_name = host.library.tag_name(entry, prefer)
             weight = entry.preferred_weight  # None when absent or 0 ("use the default multiplier")
             weight_js = (

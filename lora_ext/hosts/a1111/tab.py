@@ -32,7 +32,9 @@ def tab_host(host: Any) -> Any:
         library=host.library,
         model_arch=lambda: model_architecture(shared.sd_model) if shared.sd_model is not None else None,
         default_multiplier=lambda: float(shared.opts.extra_networks_default_multiplier),
-        preferred_name=lambda: "filename" if shared.opts.lora_preferred_name == "Filename" else "alias",
+        preferred_name=lambda: (
+            "filename" if getattr(shared.opts, "lora_preferred_name", "") == "Filename" else "alias"
+        ),
         coverage=coverage,
         preview_url=preview_url,
         samples_format=str(getattr(shared.opts, "samples_format", "png")),
