@@ -98,3 +98,13 @@ def a1111_sdxl():
     from tiny_models import a1111_model
 
     return a1111_model("sdxl", SEED)
+
+
+@pytest.fixture(scope="session")
+def demo_lora_dir(tmp_path_factory) -> Path:
+    """A session-wide folder with the SD1 demo LoRAs, sidecars and previews (read-only: copy before editing)."""
+    from lora_ext.demo import write_demo_loras
+
+    folder = tmp_path_factory.mktemp("demo_loras")
+    write_demo_loras(folder, "sd1", SEED)
+    return folder

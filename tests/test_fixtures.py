@@ -467,3 +467,77 @@ def test_comfyui_cloneofsimo_and_safeloras(tmp_path):
     meta = _meta(safe.path)
     assert "unet:0:up" in _keys(safe.path) and "text_encoder:0:down" in _keys(safe.path)
     assert meta["unet:0:rank"] == "4" and "CLIPAttention" in meta["text_encoder"]
+
+
+# ---------------------------------------------------------------------------------------------- demo LoRAs
+
+
+def test_demo_loras_have_kohya_keys_metadata_sidecars_and_previews(tmp_path):
+    from PIL import Image
+
+    from lora_ext.demo import write_demo_loras
+
+    paths = write_demo_loras(tmp_path, "sd1")
+    rel = [p.relative_to(tmp_path).as_posix() for p in paths]
+    assert rel == [
+        "demo_style.safetensors",
+        "demo_color.safetensors",
+        "demo_ink.safetensors",
+        "subdir/demo_detail.safetensors",
+    ]
+    style = _meta(paths[0])
+    assert style["ss_output_name"] == "demo_style" and style["ss_base_model_version"] == "sd_v1"
+    assert "demo style" in json.loads(style["ss_tag_frequency"])["10_demo_style"]
+    keys = set(_keys(paths[0]))
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight" in keys
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha" in keys
+    assert any("resnets_0_conv1" in k for k in _keys(paths[1]))
+    assert all(k.startswith("lora_te_") for k in _keys(paths[2]))
+    sidecars = [json.loads(p.with_suffix(".json").read_text()) for p in paths]
+    assert sidecars[0]["activation text"] and sidecars[0]["preferred weight"] == 0.8
+    assert sidecars[1]["negative text"] and all(s["sd version"] == "SD1" for s in sidecars)
+    assert Image.open(tmp_path / "demo_style.png").size == (128, 128)
+    assert (tmp_path / "demo_color.preview.png").is_file() and (
+        tmp_path / "subdir" / "demo_detail.png"
+    ).is_file()
+    xl = write_demo_loras(tmp_path / "xl", "sdxl")
+    assert _meta(xl[0])["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert any(k.startswith("lora_te2_") for k in _keys(xl[0]))
+
+
+def test_demo_loras_are_deterministic_and_idempotent(tmp_path):
+    from safetensors.torch import load_file
+
+    from lora_ext.demo import write_demo_loras
+
+    first = write_demo_loras(tmp_path / "a", "sd1")
+    other = write_demo_loras(
+        tmp_path / "b", build_tiny_pipeline("sd1")
+    )  # ARCHITECTURE.md's (folder, pipe) form
+    for p, q in zip(first, other, strict=True):
+        a, b = load_file(str(p)), load_file(str(q))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert _meta(p) == _meta(q)
+    sidecar = first[0].with_suffix(".json")
+    sidecar.write_text('{"activation text": "edited by user"}')
+    stamps = [p.stat().st_mtime_ns for p in first]
+    assert write_demo_loras(tmp_path / "a", "sd1") == first
+    assert [p.stat().st_mtime_ns for p in first] == stamps
+    assert "edited by user" in sidecar.read_text()
+
+
+def test_demo_loras_visibly_change_the_tiny_image_in_diffusers(tmp_path):
+    """diffusers' own kohya loader applies each demo file; every one must change the 2-step image."""
+    from lora_ext.demo import write_demo_loras
+
+    def image(pipe):
+        gen = torch.Generator().manual_seed(0)
+        return pipe(
+            "a photo of a cat", height=64, width=64, num_inference_steps=2, generator=gen, output_type="np"
+        ).images[0]
+
+    base = image(build_tiny_pipeline("sd1"))
+    for path in write_demo_loras(tmp_path, "sd1"):
+        pipe = build_tiny_pipeline("sd1")
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name)
+        assert np.abs(image(pipe) - base).max() > 0.05, path.name

@@ -3,6 +3,7 @@
 Runtime code for hosts, the UI and the CLI; diffusers and transformers are imported lazily inside the builders.
 """
 
+from lora_ext.demo.loras import DEMOS, write_demo_loras
 from lora_ext.demo.tiny import (
     FAMILIES,
     build_tiny_pipeline,
@@ -14,6 +15,8 @@ from lora_ext.demo.tiny import (
 )
 
 __all__ = [
+    "DEMOS",
+    "write_demo_loras",
     "FAMILIES",
     "build_tiny_pipeline",
     "tiny_scheduler",
