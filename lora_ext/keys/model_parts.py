@@ -32,7 +32,7 @@ class ModelParts:
     @property
     def architecture(self) -> str:
         """ "SD1", "SD2", "SDXL", ... or "Unknown"."""
-        return FAMILY_ARCH.get(self.family, "Unknown")
+        return FAMILY_ARCH.get(str(self.family).lower(), "Unknown")
 
     def modules(self) -> dict[str, nn.Module]:
         """component -> root module, for every part that is present."""

@@ -15,6 +15,7 @@ FLAT_PREFIXES: tuple[tuple[str, str], ...] = (
     ("lycoris_", "unet"),  # SimpleTuner / create_lycoris (row 23)
     ("oft_unet_", "unet"),  # kohya OFT (row 16)
     ("lora_transformer_", "unet"),
+    ("diffusion_model_", "unet"),  # A1111 layer names used as keys (row 4 variant, NTC sliders)
 )
 
 #: Dotted prefixes -> component (the module path follows, dotted). Longest first.
