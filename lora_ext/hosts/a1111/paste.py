@@ -40,6 +40,7 @@ def infotext_pasted(host: Any, infotext: str, params: dict) -> None:
     if isinstance(prompt, str):
         hashes = parse_lora_hashes(params.get("Lora hashes"))
         if hashes:
+            host.refresh()  # files renamed or added since the last scan must be found by their hash
             prompt, remap_notes = remap_prompt_by_hashes(prompt, hashes, lambda h: local_names(host, h))
             notes += remap_notes
         if not addnet_extension_active():

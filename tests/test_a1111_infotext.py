@@ -1,0 +1,86 @@
+"""Infotext round trip through the fake webui (A1111_CONTRACT §11): generate -> ``Lora hashes`` -> paste with a
+renamed local file remaps by hash; an ambiguous or unknown hash leaves the prompt as written with a note; AddNet
+fields become tags unless the AddNet extension is active."""
+
+from __future__ import annotations
+
+import pytest
+from fake_webui.harness import Webui, fake_modules
+from fake_webui.lora_fixtures import install, write_lora
+
+
+@pytest.fixture(scope="session")
+def plain_lora(tmp_path_factory):
+    """A LoRA without metadata: its name is its file name only, its hash is computed from the tensor bytes."""
+    return write_lora(tmp_path_factory.mktemp("info_loras"), "orig", "sd1", seed=1, metadata=False)
+
+
+@pytest.fixture
+def webui(tmp_path):
+    with fake_modules():
+        w = Webui(tmp_path).start()
+        w.load_model("sd1")
+        try:
+            yield w
+        finally:
+            w.stop()
+
+
+def generate_infotext(webui, plain_lora) -> str:
+    path = install(plain_lora, webui.lora_dir, "orig")
+    processed, _ = webui.txt2img("a photo <lora:orig:0.7>, detailed")
+    assert 'Lora hashes: "orig: ' in processed.info
+    path.unlink()
+    return processed.info
+
+
+def test_paste_remaps_a_renamed_local_file_by_hash(webui, plain_lora):
+    infotext = generate_infotext(webui, plain_lora)
+    install(plain_lora, webui.lora_dir, "renamed")
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:renamed:0.7>, detailed"
+    assert any("renamed" in note for note in params["lora_ext notes"])
+
+
+def test_ambiguous_hash_leaves_prompt_unchanged_with_a_note(webui, plain_lora):
+    infotext = generate_infotext(webui, plain_lora)
+    install(plain_lora, webui.lora_dir, "copy_a")
+    install(plain_lora, webui.lora_dir, "copy_b")
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:orig:0.7>, detailed"
+    assert any("several" in note or "copy_a" in note for note in params["lora_ext notes"])
+
+
+def test_unknown_hash_leaves_prompt_unchanged_with_a_note(webui, plain_lora):
+    infotext = generate_infotext(webui, plain_lora)
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:orig:0.7>, detailed"
+    assert any("no local" in note for note in params["lora_ext notes"])
+
+
+def test_hash_of_the_same_local_file_keeps_the_prompt(webui, plain_lora):
+    path = install(plain_lora, webui.lora_dir, "orig")
+    processed, _ = webui.txt2img("a photo <lora:orig:0.7>")
+    params = webui.paste(processed.info)
+    assert params["Prompt"] == "a photo <lora:orig:0.7>"
+    assert path.exists()
+
+
+def test_addnet_fields_become_tags(webui):
+    infotext = (
+        "a cat\nSteps: 20, Seed: 1, Size: 512x512, AddNet Enabled: True, AddNet Module 1: LoRA, "
+        "AddNet Model 1: style(0123abcd), AddNet Weight A 1: 0.6, AddNet Weight B 1: 0.6"
+    )
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a cat\n<lora:style:0.6>"
+
+
+def test_addnet_fields_left_alone_when_addnet_extension_is_active(webui):
+    from modules import scripts
+
+    scripts.scripts_txt2img.infotext_fields.append((object(), "AddNet Module 1"))
+    infotext = (
+        "a cat\nSteps: 20, Seed: 1, AddNet Module 1: LoRA, AddNet Model 1: style, AddNet Weight A 1: 0.6"
+    )
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a cat"
