@@ -70,12 +70,11 @@ def file_data_from_header(path: str, header: Header) -> FileData:
     metadata = decode_metadata(header.metadata)
     covers = metadata.pop(COVER_KEY, None)
     cover_count = sum(1 for c in covers if c) if isinstance(covers, list) else 0
-    shapes = {key: (dtype, shape) for key, (dtype, shape, _) in header.tensors.items()}
     first_alpha = None
     if "ss_network_alpha" not in metadata and "lora_adapter_metadata" not in metadata:
         alpha_key = first_alpha_key(header.tensors)
         if alpha_key is not None:
             first_alpha = read_scalar(path, header, alpha_key)
-    summary = summarize(shapes, metadata, first_alpha)
-    detection = arch_rules.detect_file(metadata, {key: shape for key, (_, shape) in shapes.items()})
+    summary = summarize(header.tensors, metadata, first_alpha)
+    detection = arch_rules.detect_file(metadata, header.tensors)
     return FileData(metadata=metadata, cover_count=cover_count, summary=summary, detection=detection)

@@ -62,15 +62,12 @@ def read_header(path: str, file_size: int | None = None) -> Header | Problem:
         else {}
     )
     tensors: dict[str, tuple[str, tuple[int, ...], tuple[int, int]]] = {}
-    for key, info in parsed.items():
-        if not isinstance(info, dict):
-            return _corrupt(path, f"tensor entry {key!r} is not an object")
-        try:
-            shape = tuple(int(d) for d in info.get("shape", ()))
-            begin, end = (int(x) for x in info.get("data_offsets", (0, 0)))
-        except (TypeError, ValueError):
-            return _corrupt(path, f"tensor entry {key!r} has a malformed shape or offsets")
-        tensors[key] = (str(info.get("dtype", "")), shape, (begin, end))
+    try:
+        for key, info in parsed.items():
+            begin, end = info["data_offsets"]
+            tensors[key] = (info["dtype"], tuple(info["shape"]), (begin, end))
+    except (TypeError, KeyError, ValueError):
+        return _corrupt(path, f"tensor entry {key!r} is malformed")
     return Header(metadata=metadata, tensors=tensors, data_offset=8 + length)
 
 

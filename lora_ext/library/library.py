@@ -85,6 +85,7 @@ class LoraLibrary:
         self._file_data: dict[str, tuple[list[int], FileData]] = {}
         self._sidecar_data: dict[str, tuple[list[list[Any]], SidecarData]] = {}
         self._hashes: dict[str, tuple[list[int], str, str]] = {}
+        self._sort_keys: dict[str, tuple] = {}  # path -> natural sort key (guarded by _refresh_lock)
         self._texts: dict[str, tuple[tuple[int, int], str]] = {}  # sidecar path -> ((size, mtime_ns), text)
         self._counter_lock = threading.Lock()
         self._reads = 0
@@ -163,7 +164,11 @@ class LoraLibrary:
         found, problems = walk_roots(self.roots, self.hidden == "never", self.allow_external_links)
         report.errors.extend(problems)
         root_order = {root: i for i, root in enumerate(self.roots)}
-        found.sort(key=lambda f: (root_order[f.root], natural_key(f.relpath + f.ext)))
+        sort_keys = self._sort_keys
+        for item in found:
+            if item.path not in sort_keys:
+                sort_keys[item.path] = natural_key(item.relpath + item.ext)
+        found.sort(key=lambda f: (root_order[f.root], sort_keys[f.path]))
         old = self._snapshot
         entries: list[LoraEntry] = []
         fingerprints: dict[str, tuple[Any, ...]] = {}
@@ -180,7 +185,8 @@ class LoraLibrary:
             if previous is not None and old.fingerprints.get(item.path) == key:
                 entries.append(previous)
                 fingerprints[item.path] = key
-                self._collect_problems(previous, report)
+                if previous.problems:
+                    report.errors.extend(previous.problems)
                 continue
             data, data_dirty = self._file_data_for(item, fp, records)
             sidecars, sidecar_dirty = self._sidecars_for(item, sfp, records)
@@ -188,13 +194,13 @@ class LoraLibrary:
             entry = self._build_entry(item, data, sidecars, preview)
             entries.append(entry)
             fingerprints[item.path] = key if data.cacheable else ("retry",)  # e.g. permissions: read again
-            self._collect_problems(entry, report)
+            report.errors.extend(entry.problems)
             (report.changed if previous is not None else report.added).append(item.path)
         report.removed.extend(p for p in old.by_path if p not in seen)
         for path in [p for p in records if p not in seen]:
             del records[path]
             dirty = True
-        for table in (self._file_data, self._sidecar_data):
+        for table in (self._file_data, self._sidecar_data, self._sort_keys):
             for path in [p for p in table if p not in seen]:
                 del table[path]
         live_sidecars = {
@@ -202,6 +208,12 @@ class LoraLibrary:
         }
         for path in [p for p in self._texts if p not in live_sidecars]:
             del self._texts[path]
+        unchanged = not (report.added or report.changed or report.removed) and len(entries) == len(
+            old.entries
+        )
+        if unchanged and all(a is b for a, b in zip(entries, old.entries, strict=True)):
+            report.duplicates.extend(old.index.duplicates)
+            return dirty  # same entries in the same order: keep the index
         snapshot = _Snapshot(
             entries=tuple(entries),
             index=NameIndex(entries),
@@ -294,10 +306,6 @@ class LoraLibrary:
             user_metadata=user,
             problems=data.problems + sidecars.problems,
         )
-
-    @staticmethod
-    def _collect_problems(entry: LoraEntry, report: RefreshReport) -> None:
-        report.errors.extend(entry.problems)
 
     # ----------------------------------------------------------------------------------------------- lookups
     def entries(self, include_hidden: bool = True) -> list[LoraEntry]:
@@ -507,12 +515,12 @@ class LoraLibrary:
         held = self._hashes.get(path)
         if held is not None and held[0] == fp:
             return held[1], held[2]
-        with self._refresh_lock:
-            record = (self._records or {}).get(path)
-            if record is not None and record.get("fp") == fp and isinstance(record.get("hashes"), dict):
-                hashes = record["hashes"]
-                self._hashes[path] = (fp, hashes["addnet"], hashes["sha256"])
-                return hashes["addnet"], hashes["sha256"]
+        # no refresh lock: a page build must not wait for a running refresh; dict reads are atomic
+        record = (self._records or {}).get(path)
+        hashes = record.get("hashes") if record is not None and record.get("fp") == fp else None
+        if isinstance(hashes, dict) and "addnet" in hashes and "sha256" in hashes:
+            self._hashes[path] = (fp, hashes["addnet"], hashes["sha256"])
+            return hashes["addnet"], hashes["sha256"]
         return None
 
     def by_shorthash(self, shorthash: str, compute_missing: bool = False) -> list[LoraEntry]:

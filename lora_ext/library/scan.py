@@ -43,13 +43,16 @@ class FoundFile:
 SIDECAR_SUFFIXES: tuple[str, ...] = (".json", ".txt", ".description.txt", ".civitai.info")
 
 
+_EXTENSIONS = frozenset(LORA_EXTENSIONS)
+
+
 def split_extension(filename: str) -> tuple[str, str] | None:
     """(stem, lower-case extension) when ``filename`` has a LoRA extension, else None. Inner dots stay in the stem."""
-    lower = filename.lower()
-    for ext in LORA_EXTENSIONS:
-        if lower.endswith(ext) and len(filename) > len(ext):
-            return filename[: -len(ext)], ext
-    return None
+    dot = filename.rfind(".")
+    if dot <= 0:
+        return None
+    ext = filename[dot:].lower()
+    return (filename[:dot], ext) if ext in _EXTENSIONS else None
 
 
 def walk_roots(
@@ -147,7 +150,7 @@ class _Walker:
         created = getattr(st, "st_birthtime", None)
         self.found.append(
             FoundFile(
-                path=os.path.abspath(item.path),
+                path=item.path,  # roots are absolute, so this is too
                 root=root,
                 relpath=(f"{rel}/{stem}" if rel else stem),
                 name=stem,

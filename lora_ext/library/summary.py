@@ -9,84 +9,98 @@ from typing import Any
 
 from lora_ext.library.entry import Summary
 
-#: (key suffix, algorithm, is a "down" matrix whose first dim is the rank). Longest suffixes first.
-_PARTS: tuple[tuple[str, str | None, bool], ...] = (
-    (".lora_linear_layer.down.weight", "lora", True),
-    (".lora_linear_layer.up.weight", "lora", False),
-    ("_lora.down.weight", "lora", True),
-    ("_lora.up.weight", "lora", False),
-    (".lora.down.weight", "lora", True),
-    (".lora.up.weight", "lora", False),
-    (".lora_down.weight", "lora", True),
-    (".lora_up.weight", "lora", False),
-    (".lora_mid.weight", "lora", False),
-    (".lora_A.weight", "lora", True),
-    (".lora_B.weight", "lora", False),
-    (".lora_magnitude_vector", "dora", False),
-    (".dora_scale", "dora", False),
-    (".hada_w1_a", "loha", False),
-    (".hada_w1_b", "loha", True),
-    (".hada_w2_a", "loha", False),
-    (".hada_w2_b", "loha", False),
-    (".hada_t1", "loha", False),
-    (".hada_t2", "loha", False),
-    (".lokr_w1_a", "lokr", False),
-    (".lokr_w1_b", "lokr", False),
-    (".lokr_w2_a", "lokr", False),
-    (".lokr_w2_b", "lokr", True),
-    (".lokr_w1", "lokr", False),
-    (".lokr_w2", "lokr", False),
-    (".lokr_t2", "lokr", False),
-    (".diff_b", "full", False),
-    (".diff", "full", False),
-    (".w_norm", "norm", False),
-    (".b_norm", "norm", False),
-    (".on_input", "ia3", False),
-    (".a1.weight", "glora", True),
-    (".a2.weight", "glora", False),
-    (".b1.weight", "glora", False),
-    (".b2.weight", "glora", False),
-    (".bm.weight", "glora", False),
-    (".oft_blocks", "oft", False),
-    (".oft_diag", "oft_diag", False),
-    (".rescale", None, False),
-    (".alpha", None, False),
-    (".scale", None, False),
-)
+#: Last key segment -> (algorithm or None for shared parts, is a "down" matrix whose first dim is the rank).
+_TAILS: dict[str, tuple[str | None, bool]] = {
+    "lora_magnitude_vector": ("dora", False),
+    "dora_scale": ("dora", False),
+    "hada_w1_a": ("loha", False),
+    "hada_w1_b": ("loha", True),
+    "hada_w2_a": ("loha", False),
+    "hada_w2_b": ("loha", False),
+    "hada_t1": ("loha", False),
+    "hada_t2": ("loha", False),
+    "lokr_w1": ("lokr", False),
+    "lokr_w1_a": ("lokr", False),
+    "lokr_w1_b": ("lokr", False),
+    "lokr_w2": ("lokr", False),
+    "lokr_w2_a": ("lokr", False),
+    "lokr_w2_b": ("lokr", True),
+    "lokr_t2": ("lokr", False),
+    "diff": ("full", False),
+    "diff_b": ("full", False),
+    "w_norm": ("norm", False),
+    "b_norm": ("norm", False),
+    "on_input": ("ia3", False),
+    "oft_blocks": ("oft", False),
+    "oft_diag": ("oft_diag", False),
+    "rescale": (None, False),
+    "alpha": (None, False),
+    "scale": (None, False),
+}
+#: Segment before a final ``.weight`` -> (algorithm, is down).
+_WEIGHT_PARTS: dict[str, tuple[str, bool]] = {
+    "lora_down": ("lora", True),
+    "lora_up": ("lora", False),
+    "lora_mid": ("lora", False),
+    "lora_A": ("lora", True),
+    "lora_B": ("lora", False),
+    "a1": ("glora", True),
+    "a2": ("glora", False),
+    "b1": ("glora", False),
+    "b2": ("glora", False),
+    "bm": ("glora", False),
+}
+
+
+def classify(key: str) -> tuple[str, str | None, bool]:
+    """(module, algorithm or None, is a down matrix) for one tensor key.
+
+    Handles kohya/LyCORIS parts (``.lora_down.weight``, ``.hada_w1_a``, ``.alpha``), PEFT (``.lora_A.weight``),
+    diffusers 0.21-0.23 (``.lora.down.weight``, ``.lora_linear_layer.up.weight``) and attn-procs
+    (``.to_q_lora.down.weight``). Unknown keys are their own module (a ``.weight``/``.bias`` suffix dropped).
+    """
+    head, _, last = key.rpartition(".")
+    if last == "weight":
+        head2, _, mid = head.rpartition(".")
+        part = _WEIGHT_PARTS.get(mid)
+        if part is not None and head2:
+            return head2, part[0], part[1]
+        if mid in ("down", "up") and head2:
+            head3, _, pre = head2.rpartition(".")
+            if pre in ("lora", "lora_linear_layer"):
+                return head3, "lora", mid == "down"
+            if pre.endswith("_lora"):
+                return f"{head3}.{pre[:-5]}" if head3 else pre[:-5], "lora", mid == "down"
+        return head, None, False
+    tail = _TAILS.get(last)
+    if tail is not None and head:
+        return head, tail[0], tail[1]
+    if last == "bias" and head:
+        return head, None, False
+    return key, None, False
 
 
 def summarize(
-    shapes: Mapping[str, tuple[str, tuple[int, ...]]], metadata: Mapping[str, Any], first_alpha: float | None
+    tensors: Mapping[str, tuple], metadata: Mapping[str, Any], first_alpha: float | None
 ) -> Summary:
     """Summary of a file's keys.
 
-    shapes: key -> (safetensors dtype name, shape). metadata: decoded ``__metadata__``.
+    tensors: key -> (safetensors dtype name, shape, ...). metadata: decoded ``__metadata__``.
     first_alpha: value of the first ``.alpha`` tensor when the caller read it, used when metadata gives no alpha.
     """
     algorithms: set[str] = set()
     modules: set[str] = set()
     ranks: Counter[int] = Counter()
-    ia3_modules: set[str] = set()
-    for key, (_dtype, shape) in shapes.items():
-        for suffix, algo, is_down in _PARTS:
-            if key.endswith(suffix):
-                module = key[: -len(suffix)]
-                if algo == "oft" and len(shape) == 4:
-                    algo = "boft"
-                if algo == "ia3":
-                    ia3_modules.add(module)
-                if algo:
-                    algorithms.add(algo)
-                if is_down and shape:
-                    ranks[shape[0]] += 1
-                break
-        else:
-            module = key.rsplit(".", 1)[0] if key.endswith((".weight", ".bias")) else key
+    dtypes: set[str] = set()
+    for key, info in tensors.items():
+        dtype, shape = info[0], info[1]
+        module, algo, is_down = classify(key)
         modules.add(module)
-    if ia3_modules:  # IA3 stores ".weight" next to ".on_input"; count those modules once
-        modules = {
-            m[: -len(".weight")] if m.endswith(".weight") and m[:-7] in ia3_modules else m for m in modules
-        }
+        dtypes.add(dtype)
+        if algo is not None:
+            algorithms.add("boft" if algo == "oft" and len(shape) == 4 else algo)
+            if is_down and shape:
+                ranks[shape[0]] += 1
     alpha = _metadata_alpha(metadata)
     if alpha is None:
         alpha = first_alpha
@@ -96,9 +110,9 @@ def summarize(
         ranks=tuple(sorted(ranks)),
         alpha=alpha,
         layer_count=len(modules),
-        key_count=len(shapes),
-        conventions=tuple(sorted({_convention(k) for k in shapes})),
-        dtypes=tuple(sorted({dtype for dtype, _ in shapes.values() if dtype})),
+        key_count=len(tensors),
+        conventions=conventions(tensors),
+        dtypes=tuple(sorted(d for d in dtypes if d)),
     )
 
 
@@ -133,17 +147,28 @@ def _metadata_alpha(metadata: Mapping[str, Any]) -> float | None:
     return None
 
 
-def _convention(key: str) -> str:
-    if key.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "oft_unet_")):
+def conventions(keys) -> tuple[str, ...]:
+    """Sorted key families present (``kohya``, ``lycoris_prefix``, ``peft``, ``comfy``, ``diffusers_attn_procs``,
+    ``diffusers``, ``other``); classified by distinct key prefixes, so linear in the key count at C speed."""
+    found = {_convention(prefix) for prefix in {k[:17] for k in keys}}
+    if "other" in found or "diffusers" in found:
+        joined = "\n".join(keys)
+        if ".processor." in joined or "_lora." in joined:
+            found.discard("diffusers")
+            found.discard("other")
+            found.add("diffusers_attn_procs")
+    return tuple(sorted(found))
+
+
+def _convention(prefix: str) -> str:
+    if prefix.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "oft_unet_")):
         return "kohya"
-    if key.startswith("lycoris_"):
+    if prefix.startswith("lycoris_"):
         return "lycoris_prefix"
-    if key.startswith("base_model.model."):
+    if prefix.startswith("base_model.model."):
         return "peft"
-    if key.startswith(("diffusion_model.", "text_encoders.")):
+    if prefix.startswith(("diffusion_model.", "text_encoders.")):
         return "comfy"
-    if ".processor." in key or "_lora." in key:
-        return "diffusers_attn_procs"
-    if key.startswith(("unet.", "text_encoder.", "text_encoder_2.", "transformer.")):
+    if prefix.startswith(("unet.", "text_encoder.", "text_encoder_2.", "transformer.")):
         return "diffusers"
     return "other"
