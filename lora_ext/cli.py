@@ -177,17 +177,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from lora_ext.ui.app import build_app
+    from lora_ext.ui.app import launch_app
     from lora_ext.ui.runtime import open_runtime
 
     print("lora_ext app: loading the model and the LoRA library...")
     rt = open_runtime(args.model, args.lora_dir or (), home=args.home)
     if isinstance(rt, Problem):
         return _fail(rt)
-    demo = build_app(rt)
-    demo.queue()
     print(f"lora_ext app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
-    demo.launch(server_name=args.host, server_port=args.port, allowed_paths=rt.lora_dirs, show_api=False)
+    launch_app(rt, args.host, args.port, block=True)
     return 0
 
 

@@ -119,3 +119,19 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         if _gradio_major() < 4:
             demo.load(None, None, None, _js=js)
     return demo
+
+
+def launch_app(runtime: Runtime, host: str = "127.0.0.1", port: int = 7861, block: bool = True) -> Any:
+    """Build and serve the app; with ``block`` False the server runs in a thread and the Blocks is returned
+    (``.close()`` stops it)."""
+    demo = build_app(runtime)
+    demo.queue()
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        allowed_paths=list(runtime.lora_dirs),
+        show_api=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+    return demo
