@@ -132,7 +132,10 @@ def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> 
         if target is None or target in result.layers:
             result.unmatched.extend(keys)
             continue
-        adapter = _build_adapter(file, parts, keys, module, configs.get(component))
+        try:
+            adapter = _build_adapter(file, parts, keys, module, configs.get(component))
+        except (IndexError, KeyError, RuntimeError, ValueError):  # odd tensor shapes in a user file
+            adapter = None
         if adapter is None:
             incomplete.append(module)
             result.unmatched.extend(keys)
