@@ -71,11 +71,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.lora
         else None
     )
+    chosen = chosen or next((e for e in entries if e.name == "demo_style"), None)
     chosen = chosen or next((e for e in entries if e.arch == rt.host.architecture), entries[0])
     print(f"library: {len(entries)} LoRA file(s) in {', '.join(rt.lora_dirs)}")
     for e in entries:
         print(f"  {e.relpath}  [{e.arch}] {e.size} bytes")
-    prompt = f"a photo of a cat <lora:{chosen.name}:{args.weight:g}>"
+    prompt = f"a photo of a cat <lora:{chosen.name}:{args.weight:g}> {chosen.activation_text}".strip()
     print(f"prompt: {prompt}")
 
     before = _snapshot(rt.host.parts)
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="main job on the embedded tiny model")
     common(p, model=False)
-    p.add_argument("--lora", help="demo LoRA to apply (default: the first matching the model)")
+    p.add_argument("--lora", help="demo LoRA to apply (default: demo_style)")
     p.add_argument("--weight", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=DEFAULT_OUT)

@@ -57,15 +57,6 @@ def test_inspect_prints_coverage_and_missing_file_is_a_message(lora_dir, capsys)
 
 
 def test_demo_applies_reports_restores_and_writes_grid(tmp_path, monkeypatch, capsys):
-    import lora_ext.demo
-
-    if not hasattr(lora_ext.demo, "write_demo_loras"):  # until lora_ext.demo ships its own demo files
-        monkeypatch.setattr(
-            lora_ext.demo,
-            "write_demo_loras",
-            lambda folder, pipe: [write_peft_lora(folder, "demo_style", seed=1)],
-            raising=False,
-        )
     monkeypatch.chdir(tmp_path)
     assert main(["demo"]) == 0
     text = capsys.readouterr().out
@@ -73,7 +64,8 @@ def test_demo_applies_reports_restores_and_writes_grid(tmp_path, monkeypatch, ca
     assert "restored: all" in text and "bit-identical" in text
     assert "differs from the image without it: True" in text
     assert (tmp_path / "demo_output" / "grid.png").is_file()
-    assert any((tmp_path / ".lora_ext_demo" / "loras").rglob("*.safetensors"))
+    assert "<lora:demo_style:1> demo style, bold strokes" in text  # tag + activation text, as a card click
+    assert len(list((tmp_path / ".lora_ext_demo" / "loras").rglob("*.safetensors"))) >= 2
 
 
 def test_model_flag_loads_a_diffusers_folder(lora_dir, tmp_path):
