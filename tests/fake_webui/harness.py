@@ -121,10 +121,10 @@ class Webui:
     # -- models -----------------------------------------------------------------------------------------------------
 
     def load_model(self, family: str = "sd1", seed: int = 0) -> Any:
+        """Load a fresh tiny A1111-shaped model (startup load: fires ``model_loaded``)."""
         from modules import sd_models
-        from tiny_models import a1111_model
 
-        model = a1111_model(family, seed)
+        model = tiny_model(family, seed)
         sd_models.set_model(model)
         return model
 
@@ -153,6 +153,21 @@ class Webui:
         from modules import infotext_utils
 
         return infotext_utils.parse_generation_parameters(infotext)
+
+
+_PRISTINE: dict[tuple[str, int], Any] = {}
+
+
+def tiny_model(family: str = "sd1", seed: int = 0) -> Any:
+    """A fresh copy of the tiny A1111 model of ``family``/``seed`` (built once per process, then deep-copied)."""
+    import copy
+
+    from tiny_models import a1111_model
+
+    key = (family, seed)
+    if key not in _PRISTINE:
+        _PRISTINE[key] = a1111_model(family, seed)
+    return copy.deepcopy(_PRISTINE[key])
 
 
 def lora_host() -> Any:

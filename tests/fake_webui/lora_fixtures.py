@@ -52,14 +52,14 @@ def expected_state(
 ) -> dict[str, torch.Tensor]:
     """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` applied by the engine directly (each LoRA named
     after its file stem, as a tag names it)."""
-    from tiny_models import a1111_model
+    from fake_webui.harness import tiny_model
 
     from lora_ext.adapters import ActiveLora
     from lora_ext.engine import LoraLoader
     from lora_ext.keys.model_parts import ModelParts
     from lora_ext.patcher import Patcher
 
-    model = a1111_model(family, seed)
+    model = tiny_model(family, seed)
     parts = ModelParts.from_a1111(model)
     loader = LoraLoader()
     active = []
