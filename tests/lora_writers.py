@@ -15,6 +15,7 @@ Random factors come from ``torch.Generator`` seeded with ``seed``; ``strength`` 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -527,6 +528,33 @@ def _randomize_zero_factors(network: nn.Module, gen, std: float) -> None:
             t.copy_(torch.randn(t.shape, generator=gen) * std)
 
 
+_PRESET_ATTRS = (
+    "ENABLE_CONV",
+    "UNET_TARGET_REPLACE_MODULE",
+    "UNET_TARGET_REPLACE_NAME",
+    "TEXT_ENCODER_TARGET_REPLACE_MODULE",
+    "TEXT_ENCODER_TARGET_REPLACE_NAME",
+    "TARGET_REPLACE_MODULE",
+    "TARGET_REPLACE_NAME",
+    "MODULE_ALGO_MAP",
+    "NAME_ALGO_MAP",
+    "USE_FNMATCH",
+    "TARGET_EXCLUDE_NAME",
+)
+
+
+@contextlib.contextmanager
+def _restored_presets(*classes):
+    """LyCORIS's ``apply_preset`` rewrites class attributes; put them back so other users see the defaults."""
+    saved = [(cls, {a: getattr(cls, a) for a in _PRESET_ATTRS if a in vars(cls)}) for cls in classes]
+    try:
+        yield
+    finally:
+        for cls, attrs in saved:
+            for name, value in attrs.items():
+                setattr(cls, name, value)
+
+
 def _path_index(model: nn.Module, prefix: str) -> dict[str, str]:
     return {flat_name(f"{prefix}.{name}"): name for name, _ in model.named_modules() if name}
 
@@ -557,7 +585,7 @@ def write_lycoris(
         ``rescaled``, ``block_size``, ``train_norm``, ``rs_lora``, …
     The network is applied (its own ``apply_to``) to deep copies, returned in ``reference`` for forward references.
     """
-    from lycoris.kohya import create_network
+    from lycoris.kohya import LycorisNetworkKohya, create_network
 
     comps = {k: copy.deepcopy(v) for k, v in components_of(parts).items() if k in tuple(components)}
     family = family_of(components_of(parts))
@@ -568,7 +596,7 @@ def write_lycoris(
     tes = [comps[c] for c in ("te1", "te2") if c in comps]
     te_arg = tes if len(tes) > 1 else (tes[0] if tes else None)
     unet = comps.get("unet")
-    with tempfile.TemporaryDirectory(prefix="lycoris_preset_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lycoris_preset_") as tmp, _restored_presets(LycorisNetworkKohya):
         network = create_network(
             1.0,
             rank,
@@ -619,10 +647,11 @@ def write_lycoris_prefixed(
     from lycoris import LycorisNetwork, create_lycoris
 
     unet = copy.deepcopy(components_of(parts)["unet"])
-    LycorisNetwork.apply_preset(
-        {"target_module": ["Transformer2DModel"], "target_name": [], "module_algo_map": {}}
-    )
-    network = create_lycoris(unet, 1.0, linear_dim=rank, linear_alpha=alpha, algo=algo, **kwargs)
+    with _restored_presets(LycorisNetwork):
+        LycorisNetwork.apply_preset(
+            {"target_module": ["Transformer2DModel"], "target_name": [], "module_algo_map": {}}
+        )
+        network = create_lycoris(unet, 1.0, linear_dim=rank, linear_alpha=alpha, algo=algo, **kwargs)
     network.apply_to()
     _randomize_zero_factors(network, torch.Generator().manual_seed(seed), strength)
     index = _path_index(unet, "lycoris")

@@ -135,6 +135,26 @@ def test_a1111_tree_has_contract_paths_and_flags(family, flags):
         assert "model.diffusion_model.output_blocks.1.2.conv" in names
 
 
+def test_a1111_layer_names_follow_the_contract_table():
+    """A1111_CONTRACT §9.1: layer names are ``named_modules()`` paths with "." -> "_" (SDXL: embedder index prefix)."""
+
+    def names(module, prefix=""):
+        return {prefix + n.replace(".", "_") for n, _ in module.named_modules()}
+
+    sd1, sd2, sdxl = (a1111_model(f) for f in FAMILIES)
+    assert "transformer_text_model_encoder_layers_1_self_attn_q_proj" in names(sd1.cond_stage_model.wrapped)
+    assert "diffusion_model_input_blocks_1_1_transformer_blocks_0_attn2_to_k" in names(sd1.model)
+    assert {"model_transformer_resblocks_1_attn", "model_transformer_resblocks_1_mlp_c_fc"} <= names(
+        sd2.cond_stage_model.wrapped
+    )
+    xl = set()
+    for i, embedder in enumerate(sdxl.conditioner.embedders):
+        if hasattr(embedder, "wrapped"):
+            xl |= names(embedder.wrapped, f"{i}_")
+    assert "0_transformer_text_model_encoder_layers_0_mlp_fc1" in xl
+    assert "1_model_transformer_resblocks_1_attn" in xl and "1_model_transformer_resblocks_1_mlp_c_proj" in xl
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_compvis_and_diffusers_unets_agree_with_same_weights(family):
     torch.manual_seed(1)
