@@ -158,6 +158,8 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     (root / "empty.safetensors").write_bytes(b"")
     (root / "notobject.safetensors").write_bytes(len(b"[1, 2]").to_bytes(8, "little") + b"[1, 2]")
     (root / "badjson.safetensors").write_bytes((5).to_bytes(8, "little") + b"{nope")
+    bad_shape = b'{"m.lora_down.weight":{"dtype":"F16","shape":"x","data_offsets":[0,2]}}'
+    (root / "badshape.safetensors").write_bytes(len(bad_shape).to_bytes(8, "little") + bad_shape + b"\0\0")
     unreadable = write_lora(root / "unreadable.safetensors", "sd1")
     os.chmod(unreadable, 0)
     (root / "broken.safetensors").symlink_to(root / "missing-target.safetensors")
@@ -177,7 +179,7 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     by_subject = {}
     for problem in report.errors:
         by_subject.setdefault(problem.subject, []).append(problem)
-    bad = ["truncated", "garbage", "empty", "notobject", "badjson", "unreadable", "broken"]
+    bad = ["truncated", "garbage", "empty", "notobject", "badjson", "badshape", "unreadable", "broken"]
     for name in bad:
         assert str(root / f"{name}.safetensors") in by_subject, name
     assert "truncated" in by_subject[str(truncated)][0].message

@@ -60,10 +60,10 @@ def from_base_model_version(metadata: Mapping[str, Any]) -> str | None:
     return "Other"
 
 
-def from_keys(tensors: Mapping[str, tuple]) -> str | None:
+def from_keys(tensors: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Architecture from tensor key names and shapes, or None when the keys do not tell.
 
-    tensors: key -> (dtype, shape, ...) as in ``header.Header.tensors``.
+    tensors: key -> header entry with a ``"shape"`` list, as in ``header.Header.tensors``.
     """
     joined = "\n" + "\n".join(tensors)  # substring tests on one string run at C speed
     if "double_blocks" in joined or "single_blocks" in joined or "single_transformer_blocks" in joined:
@@ -113,8 +113,8 @@ def from_user(user_metadata: Mapping[str, Any]) -> str | None:
     return value if value in ("SD1", "SD2", "SDXL") else None
 
 
-def detect_file(metadata: Mapping[str, Any], tensors: Mapping[str, tuple]) -> Detection:
-    """What the file itself says (signals 2-4 and 6); ``tensors``: key -> (dtype, shape, ...)."""
+def detect_file(metadata: Mapping[str, Any], tensors: Mapping[str, Mapping[str, Any]]) -> Detection:
+    """What the file itself says (signals 2-4 and 6); ``tensors``: key -> header entry."""
     arch = from_modelspec(metadata)
     if arch:
         return (MODELSPEC, arch, "modelspec")
@@ -144,9 +144,9 @@ def combine(
     return arch, source
 
 
-def _context_dim(tensors: Mapping[str, tuple]) -> int | None:
+def _context_dim(tensors: Mapping[str, Mapping[str, Any]]) -> int | None:
     for key, info in tensors.items():
-        shape = info[1]
+        shape = info["shape"]
         if (
             "attn2" in key
             and ("to_k" in key or "to_v" in key)
@@ -157,9 +157,9 @@ def _context_dim(tensors: Mapping[str, tuple]) -> int | None:
     return None
 
 
-def _te_width(tensors: Mapping[str, tuple]) -> int | None:
+def _te_width(tensors: Mapping[str, Mapping[str, Any]]) -> int | None:
     for key, info in tensors.items():
-        shape = info[1]
+        shape = info["shape"]
         if ("q_proj" in key or "fc1" in key) and key.endswith(_DOWN_PARTS) and len(shape) == 2:
             if key.startswith(("lora_te_", "lora_te1_", "text_encoder.", "te_")):
                 return shape[1]

@@ -75,6 +75,14 @@ def file_data_from_header(path: str, header: Header) -> FileData:
         alpha_key = first_alpha_key(header.tensors)
         if alpha_key is not None:
             first_alpha = read_scalar(path, header, alpha_key)
-    summary = summarize(header.tensors, metadata, first_alpha)
-    detection = arch_rules.detect_file(metadata, header.tensors)
+    try:
+        summary = summarize(header.tensors, metadata, first_alpha)
+        detection = arch_rules.detect_file(metadata, header.tensors)
+    except (KeyError, TypeError, ValueError, IndexError):
+        problem = Problem(
+            path,
+            "Not a readable safetensors file: a tensor entry of its header is malformed. Download it again or "
+            "remove it.",
+        )
+        return FileData(metadata=metadata, cover_count=cover_count, problems=(problem,))
     return FileData(metadata=metadata, cover_count=cover_count, summary=summary, detection=detection)

@@ -81,26 +81,38 @@ def classify(key: str) -> tuple[str, str | None, bool]:
 
 
 def summarize(
-    tensors: Mapping[str, tuple], metadata: Mapping[str, Any], first_alpha: float | None
+    tensors: Mapping[str, Mapping[str, Any]], metadata: Mapping[str, Any], first_alpha: float | None
 ) -> Summary:
     """Summary of a file's keys.
 
-    tensors: key -> (safetensors dtype name, shape, ...). metadata: decoded ``__metadata__``.
+    tensors: key -> header entry ``{"dtype", "shape", ...}``. metadata: decoded ``__metadata__``.
     first_alpha: value of the first ``.alpha`` tensor when the caller read it, used when metadata gives no alpha.
+    Raises TypeError/KeyError/ValueError for malformed entries (the caller reports the file as corrupt).
     """
     algorithms: set[str] = set()
-    modules: set[str] = set()
     ranks: Counter[int] = Counter()
-    dtypes: set[str] = set()
-    for key, info in tensors.items():
-        dtype, shape = info[0], info[1]
-        module, algo, is_down = classify(key)
-        modules.add(module)
-        dtypes.add(dtype)
-        if algo is not None:
-            algorithms.add("boft" if algo == "oft" and len(shape) == 4 else algo)
-            if is_down and shape:
-                ranks[shape[0]] += 1
+    # kohya/LyCORIS keys are "<module without dots>.<part>": classify each distinct part once
+    split = [key.partition(".") for key in tensors]
+    parts = {part: _classify_part(part) for part in {p for _, _, p in split}}
+    if all(info is not None for info in parts.values()):
+        modules = {module for module, _, _ in split}
+        down = tuple(f".{p}" for p, info in parts.items() if info[1])
+        algorithms.update(info[0] for info in parts.values() if info[0] is not None)
+        for key, entry in tensors.items():
+            if down and key.endswith(down):
+                ranks[int(entry["shape"][0])] += 1
+    else:
+        modules = set()
+        for key, entry in tensors.items():
+            module, algo, is_down = classify(key)
+            modules.add(module)
+            if algo is not None:
+                algorithms.add(algo)
+                if is_down and entry["shape"]:
+                    ranks[int(entry["shape"][0])] += 1
+    if "oft" in algorithms:  # split by block shape: 3-d Diag-OFT, 4-d BOFT
+        algorithms.discard("oft")
+        algorithms.update(_oft_kinds(tensors))
     alpha = _metadata_alpha(metadata)
     if alpha is None:
         alpha = first_alpha
@@ -112,8 +124,27 @@ def summarize(
         layer_count=len(modules),
         key_count=len(tensors),
         conventions=conventions(tensors),
-        dtypes=tuple(sorted(d for d in dtypes if d)),
+        dtypes=tuple(sorted({str(entry["dtype"]) for entry in tensors.values()})),
     )
+
+
+def _classify_part(part: str) -> tuple[str | None, bool] | None:
+    """(algorithm, is down) for a kohya/LyCORIS part string (``lora_down.weight``, ``alpha``), None otherwise."""
+    if "." not in part:
+        return _TAILS.get(part)
+    mid, _, last = part.partition(".")
+    if last == "weight" and mid in _WEIGHT_PARTS:
+        return _WEIGHT_PARTS[mid]
+    return None
+
+
+def _oft_kinds(tensors: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """ "boft" when some ``oft_blocks`` tensor is 4-d (BOFT), besides "oft" for 3-d ones."""
+    kinds = set()
+    for key, entry in tensors.items():
+        if key.endswith(".oft_blocks"):
+            kinds.add("boft" if len(entry["shape"]) == 4 else "oft")
+    return kinds
 
 
 def first_alpha_key(keys) -> str | None:
