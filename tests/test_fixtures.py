@@ -13,6 +13,7 @@ from tiny_models import (
     a1111_target_path,
     a1111_text_roots,
     compvis_path_map,
+    diffusers_to_a1111_state,
     hf_clip_to_openclip_state,
     openclip_to_hf_state,
 )
@@ -561,3 +562,14 @@ def test_demo_loras_visibly_change_the_tiny_image_in_diffusers(tmp_path):
         pipe = build_tiny_pipeline("sd1")
         pipe.load_lora_weights(str(path.parent), weight_name=path.name)
         assert np.abs(image(pipe) - base).max() > 0.05, path.name
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_diffusers_to_a1111_state_loads_other_weights_in_place(family):
+    model = a1111_model(family, seed=0)
+    other_unet, other_tes = tiny_unet(family, seed=4), tiny_text_encoders(family, seed=4)
+    state = diffusers_to_a1111_state(family, other_unet, other_tes)
+    assert model.load_state_dict(state, strict=False).missing_keys == []
+    reference = a1111_model(family, unet=other_unet, text_encoders=other_tes).state_dict()
+    assert state.keys() == reference.keys()
+    assert all(torch.equal(model.state_dict()[k], reference[k]) for k in reference)

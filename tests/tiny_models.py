@@ -514,6 +514,38 @@ def a1111_model(family: str = "sd1", seed: int = 0, unet=None, text_encoders=Non
     return A1111Model(family, compvis, cond).eval()
 
 
+def diffusers_to_a1111_state(
+    family: str, unet: nn.Module, text_encoders: dict[str, nn.Module]
+) -> dict[str, torch.Tensor]:
+    """The state dict an ``a1111_model(family)`` gets from diffusers/HF weights, keyed by A1111 module paths
+    (``model.diffusion_model.input_blocks.1.1.proj_in.weight``, ``cond_stage_model.wrapped.model.transformer.…``).
+
+    For loading other weights into an existing tree in place (a checkpoint switch): ``model.load_state_dict(state)``.
+    """
+    out = {
+        "model.diffusion_model." + k: v for k, v in unet_state_to_compvis(unet.state_dict(), family).items()
+    }
+    if family == "sd1":
+        roots = {"te1": ("cond_stage_model.wrapped.transformer.", False)}
+    elif family == "sd2":
+        roots = {"te1": ("cond_stage_model.wrapped.model.", True)}
+    else:
+        roots = {
+            "te1": ("conditioner.embedders.0.wrapped.transformer.", False),
+            "te2": ("conditioner.embedders.1.wrapped.model.", True),
+        }
+    for component, (prefix, openclip) in roots.items():
+        state = text_encoders[component].state_dict()
+        if openclip:
+            state = hf_clip_to_openclip_state(state)
+        out.update({prefix + k: v for k, v in state.items()})
+        if prefix.startswith("conditioner."):  # SDXL: cond_stage_model is the conditioner, listed twice
+            out.update(
+                {"cond_stage_model." + prefix.removeprefix("conditioner.") + k: v for k, v in state.items()}
+            )
+    return out
+
+
 def a1111_text_roots(model: A1111Model) -> dict[str, nn.Module]:
     """Component -> the module whose ``named_modules()`` paths are A1111's TE layer paths (HF model or OpenCLIP tower)."""
     if model.is_sdxl:
