@@ -155,6 +155,16 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         assert tagged != plain
         screenshot(page, "app_generated")
 
+        # replace preview: the last generated image becomes zeta's preview file and its card shows it
+        page.click(".lora-ext-card[data-name='zeta'] .lora-ext-info")
+        wait_value(page, "#lora_ext_insp_activation textarea", "")
+        page.click("#lora_ext_insp_preview")
+        page.wait_for_function(
+            "() => { const i = document.querySelector(\".lora-ext-card[data-name='zeta'] img\");"
+            " return !i.classList.contains('lora-ext-placeholder') && i.complete && i.naturalWidth === 64; }"
+        )
+        assert (Path(runtime.lora_dirs[0]) / "zeta.png").is_file()
+
         # favourite: stored in the sidecar, and the favourites filter shows only it
         page.click(".lora-ext-card[data-name='zeta'] .lora-ext-fav")
         folder = Path(runtime.lora_dirs[0])
@@ -187,27 +197,43 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         wait_value(page, prompt, "<lora:style:1> inkwash style, mountain")
 
 
-def test_card_page_in_a1111_prompt_layout(runtime):
-    """The same tab beside A1111's prompt ids (txt2img_prompt / txt2img_neg_prompt) and A1111's opts."""
+def test_card_page_in_a1111_prompt_layout(tmp_path):
+    """The same tab on the embedded default (tiny model + demo LoRAs) beside A1111's prompt ids
+    (txt2img_prompt / txt2img_neg_prompt) and A1111's ``opts`` (default multiplier, separator)."""
     from lora_ext.ui.app import build_app
+    from lora_ext.ui.runtime import open_runtime
+
+    rt = open_runtime(None, [], home=tmp_path / "home")
+    ink = Path(rt.lora_dirs[0]) / "demo_ink.json"
+    ink.write_text(
+        json.dumps({**json.loads(ink.read_text()), "preferred weight": 0})
+    )  # 0 = default multiplier
+    rt.library.refresh()
 
     prompt, neg = "#txt2img_prompt textarea", "#txt2img_neg_prompt textarea"
-    app = build_app(runtime, prompt_prefix="txt2img")
-    with serve_blocks(app, allowed_paths=runtime.lora_dirs) as url, browser_page() as page:
+    with (
+        serve_blocks(build_app(rt, prompt_prefix="txt2img"), allowed_paths=rt.lora_dirs) as url,
+        browser_page() as page,
+    ):
         page.add_init_script(
             "window.opts = {extra_networks_default_multiplier: 0.6, extra_networks_add_text_separator: ', '};"
         )
         page.goto(url)
-        wait_cards(page, ["style", "sub/slider", "zeta"])
+        page.wait_for_selector(".lora-ext-card[data-name='subdir/demo_detail']")
+        assert sorted(card_names(page)) == ["demo_color", "demo_ink", "demo_style", "subdir/demo_detail"]
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.lora-ext-card img:not(.lora-ext-placeholder)')]"
+            ".some(i => i.complete && i.naturalWidth > 0)"
+        )
         page.fill(prompt, "a cat")
-        page.click(".lora-ext-card[data-name='zeta']")
-        wait_value(page, prompt, "a cat, <lora:zeta:0.6>")
-        page.click(".lora-ext-card[data-name='style']")
-        wait_value(page, prompt, "a cat, <lora:zeta:0.6>, <lora:style:0.6> inkwash style")
-        wait_value(page, neg, "blurry")
+        page.click(".lora-ext-card[data-name='demo_ink']")
+        wait_value(page, prompt, "a cat, <lora:demo_ink:0.6> ink drawing")
+        page.click(".lora-ext-card[data-name='demo_color']")
+        wait_value(page, prompt, "a cat, <lora:demo_ink:0.6> ink drawing, <lora:demo_color:1> demo color")
+        wait_value(page, neg, "grayscale, washed out")
         screenshot(page, "a1111_layout")
-        page.click(".lora-ext-card[data-name='zeta']")
-        wait_value(page, prompt, "a cat, <lora:style:0.6> inkwash style")
-        page.click(".lora-ext-card[data-name='style']")
+        page.click(".lora-ext-card[data-name='demo_ink']")
+        wait_value(page, prompt, "a cat, <lora:demo_color:1> demo color")
+        page.click(".lora-ext-card[data-name='demo_color']")
         wait_value(page, prompt, "a cat")
         wait_value(page, neg, "")

@@ -147,7 +147,7 @@ def card_html(
         img,
         '"><div class="lora-ext-buttons"><button class="lora-ext-fav',
         " lora-ext-on" if fav else "",
-        '" title="Favourite">★</button><button class="lora-ext-info" title="Inspect">ⓘ</button></div>',
+        '" title="Favourite">★</button><button class="lora-ext-info" title="Inspect">i</button></div>',
         '<div class="lora-ext-badges"><span class="',
         arch_cls,
         '" title="',

@@ -97,14 +97,16 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
 
     with gr.Column(elem_id=f"{prefix}_tab", elem_classes=["lora-ext-tab"]):
         with gr.Row(elem_classes=["lora-ext-toolbar"]):
-            refresh_button = gr.Button("🔄 Refresh", elem_id=f"{prefix}_refresh", size="sm")
+            refresh_button = gr.Button("Refresh", elem_id=f"{prefix}_refresh", size="sm")
             status = gr.HTML("", elem_id=f"{prefix}_status")
         gr.HTML(browser_html(prefix), elem_id=f"{prefix}_browser")
         data = gr.HTML(data_now(), elem_id=f"{prefix}_data", elem_classes=["lora-ext-hidden"])
         fav_name, fav_button = hidden_pair("fav")
         sel_name, sel_button = hidden_pair("select")
         with gr.Accordion("Inspector", open=True, elem_id=f"{prefix}_inspector"):
-            info = gr.HTML("<p>Click ⓘ on a card to inspect it.</p>", elem_id=f"{prefix}_insp_info")
+            info = gr.HTML(
+                "<p>Click the i button of a card to inspect it.</p>", elem_id=f"{prefix}_insp_info"
+            )
             with gr.Row():
                 description = gr.Textbox(label="Description", lines=2, elem_id=f"{prefix}_insp_description")
                 notes = gr.Textbox(label="Notes", lines=2, elem_id=f"{prefix}_insp_notes")
@@ -156,7 +158,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     def save_meta(name, desc, notes_, act, neg, w, ver):
         entry = _find(host, name)
         if entry is None:
-            return gr.update(), "Select a LoRA first (ⓘ on a card)."
+            return gr.update(), "Select a LoRA first (the i button of a card)."
         edits = {
             "description": desc or "",
             "notes": notes_ or "",
@@ -185,7 +187,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         entry = _find(host, name)
         image = host.last_image() if host.last_image else None
         if entry is None:
-            return gr.update(), "Select a LoRA first (ⓘ on a card)."
+            return gr.update(), "Select a LoRA first (the i button of a card)."
         if image is None:
             return gr.update(), "Generate an image first; its result becomes the preview."
         target = str(Path(entry.path).with_suffix("")) + "." + host.samples_format
