@@ -167,3 +167,43 @@ def test_openclip_h_slices_at_full_width():
         == "transformer.resblocks.22.mlp.c_proj"
     )
     assert len(kohya_te_targets(index, "te1")) == 24 * 6
+
+
+def sgm_name(canonical: str) -> str:
+    """FORMATS.md §7 general rule (two resnets per down level, three per up level), attention blocks only."""
+    import re
+
+    m = re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", canonical)
+    if m:
+        return f"input_blocks.{3 * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"
+    m = re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", canonical)
+    if m:
+        return f"output_blocks.{3 * int(m[1]) + int(m[2])}.1.{m[3]}"
+    return canonical.replace("mid_block.attentions.0.", "middle_block.1.")
+
+
+def test_full_size_sdxl_kohya_file_resolves_completely(tmp_path):
+    from safetensors.torch import save_file
+
+    from lora_ext.formats import read_lora_file
+    from lora_ext.keys import resolve
+
+    index = diffusers_index("sdxl")
+    tensors = {}
+    prefixes = {"te1": "lora_te1_", "te2": "lora_te2_"}
+    targets = kohya_unet_targets(index) + kohya_te_targets(index, "te1") + kohya_te_targets(index, "te2")
+    for target in targets:
+        name = sgm_name(target.canonical) if target.component == "unet" else target.canonical
+        key = (prefixes.get(target.component, "lora_unet_") + name).replace(".", "_")
+        out, inp = target.module.weight.shape[:2]
+        tensors[f"{key}.lora_up.weight"] = torch.zeros(out, 1, dtype=torch.float16)
+        tensors[f"{key}.lora_down.weight"] = torch.zeros(
+            1, inp, *target.module.weight.shape[2:], dtype=torch.float16
+        )
+        tensors[f"{key}.alpha"] = torch.tensor(1.0)
+    path = tmp_path / "xl_full.safetensors"
+    save_file(tensors, str(path), metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    result = resolve(read_lora_file(path), index, "xl_full")
+    assert result.unmatched == []
+    assert result.report.layers == {"unet": 722, "te1": 72, "te2": 192}
+    assert result.report.summary() == "xl_full: 2958 keys, 2958 matched (UNet 722, TE1 72, TE2 192), lora"
