@@ -99,7 +99,7 @@ def test_by_shorthash(tmp_path):
     a = write_lora(tmp_path / "L" / "a.safetensors", "sd1", seed=1)
     write_lora(tmp_path / "L" / "b.safetensors", "sd1", seed=2)
     write_lora(tmp_path / "L" / "c.safetensors", "sd1", {"sshs_model_hash": "fe" * 32}, seed=3)
-    library = _library(tmp_path / "L", False)
+    library = _library(tmp_path / "L", tmp_path / "cache.json")
     addnet, full = _independent(a)
     assert library.by_shorthash(addnet[:12]) == []  # unknown until hashed
     assert [e.name for e in library.by_shorthash("fefefefefefe")] == ["c"]  # embedded hashes are known
@@ -107,3 +107,6 @@ def test_by_shorthash(tmp_path):
     assert [e.name for e in library.by_shorthash(full[:10])] == ["a"]  # Civitai AutoV2
     assert library.by_shorthash("e3b0c44298fc") == []  # empty-input hash never matches (USERS H6)
     assert library.by_shorthash("zz") == []
+    fresh = _library(tmp_path / "L", tmp_path / "cache.json")  # the bulk hashing was saved once, at the end
+    assert [e.name for e in fresh.by_shorthash(addnet[:12])] == ["a"]
+    assert fresh.hash_reads == 0

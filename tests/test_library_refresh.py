@@ -114,9 +114,13 @@ def test_cache_file_spares_reads_in_a_new_instance(tree, tmp_path):
             old.civitai,
             old.description,
         )
-    _bump_mtime(paths["hero"])
+    _bump_mtime(paths["style_a"])  # its sidecars (json, txt) are unchanged: only the header is read again
+    library.refresh()
     other = _library(tmp_path, tmp_path / "cache.json")
-    assert other.refresh().read_paths == [str(paths["hero"])]
+    assert other.refresh().read_paths == []
+    _bump_mtime(paths["style_a"])
+    other = _library(tmp_path, tmp_path / "cache.json")
+    assert other.refresh().read_paths == [str(paths["style_a"])]
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\x00\xff garbage", b'{"version": 1, "files": [1, 2]}', b"[]"])

@@ -191,6 +191,11 @@ class LoraLibrary:
             data, data_dirty = self._file_data_for(item, fp, records)
             sidecars, sidecar_dirty = self._sidecars_for(item, sfp, records)
             dirty = dirty or data_dirty or sidecar_dirty
+            record = records.get(item.path)
+            if record is not None and record.get("sfp") != sfp:  # a re-read file keeps its sidecars cached
+                record["sfp"] = sfp
+                record["sidecars"] = sidecars.to_dict()
+                dirty = True
             entry = self._build_entry(item, data, sidecars, preview)
             entries.append(entry)
             fingerprints[item.path] = key if data.cacheable else ("retry",)  # e.g. permissions: read again
@@ -241,7 +246,12 @@ class LoraLibrary:
             self._count(item.path)
         data = read_file_data(item.path, item.ext, item.size)
         if data.cacheable:
-            records[item.path] = {"fp": fp, "data": data.to_dict()}
+            fresh = {"fp": fp, "data": data.to_dict()}
+            if (
+                record is not None and "sidecars" in record
+            ):  # sidecars have their own fingerprint; hashes do not
+                fresh["sfp"], fresh["sidecars"] = record.get("sfp"), record["sidecars"]
+            records[item.path] = fresh
             self._file_data[item.path] = (fp, data)
         else:
             records.pop(item.path, None)
@@ -263,9 +273,6 @@ class LoraLibrary:
         folder = os.path.dirname(item.path)
         data = read_sidecars(folder, item.name, [s[0] for s in sfp], self._sidecar_reader(folder, sfp))
         self._sidecar_data[item.path] = (sfp, data)
-        if item.path in records:
-            records[item.path]["sfp"] = sfp
-            records[item.path]["sidecars"] = data.to_dict()
         return data, True
 
     def _preview_name(self, item: FoundFile) -> str | None:
@@ -468,11 +475,12 @@ class LoraLibrary:
         return loaded
 
     # ----------------------------------------------------------------------------------------------- hashes
-    def hashes(self, entry: LoraEntry, compute: bool = True) -> Hashes | Problem | None:
+    def hashes(self, entry: LoraEntry, compute: bool = True, persist: bool = True) -> Hashes | Problem | None:
         """Hashes of ``entry``'s file, computed lazily (one streamed pass) and never twice for an unchanged file.
 
         compute: False = only what is known without reading the file (embedded ``sshs_model_hash`` or a cached
             computation; A1111's ``--no-hashing``); None when nothing is known.
+        persist: write a new hash to the cache file now (bulk callers pass False and call ``save_cache()``).
         """
         current = self._known(entry)
         if isinstance(current, Problem):
@@ -501,7 +509,8 @@ class LoraLibrary:
                     record = (self._records or {}).get(current.path)
                     if record is not None and record.get("fp") == fp:
                         record["hashes"] = {"addnet": addnet, "sha256": full}
-                        save_cache(self.cache_path, self._records or {})
+                        if persist:
+                            save_cache(self.cache_path, self._records or {})
         if known is None:
             if embedded is None:
                 return None
@@ -537,11 +546,19 @@ class LoraLibrary:
         ):
             return []
         matches = []
+        before = self._hash_reads
         for entry in self._snapshot.entries:
-            hashes = self.hashes(entry, compute=compute_missing)
+            hashes = self.hashes(entry, compute=compute_missing, persist=False)
             if not isinstance(hashes, Hashes):
                 continue
             values = (hashes.addnet, hashes.computed_addnet, hashes.sha256)
             if any(v and v.startswith(wanted) for v in values):
                 matches.append(entry)
+        if self._hash_reads != before:
+            self.save_cache()
         return matches
+
+    def save_cache(self) -> Problem | None:
+        """Write the cache file now (refresh and single hash computations do this themselves)."""
+        with self._refresh_lock:
+            return save_cache(self.cache_path, self._records or {})
