@@ -120,11 +120,16 @@ class Patcher:
             skipped: dict[str, list[tuple[str, str]]] = {}
             try:
                 with _math_mode(_devices(slots.values())):
+                    reuse: dict[int, TensorBackup] = {}
                     for key in stale:
-                        problems.extend(self._restore_one(self._applied.pop(key)))
+                        backup = self._reusable(key, slots.get(key))
+                        if backup is None:
+                            problems.extend(self._restore_one(self._applied.pop(key)))
+                        else:
+                            reuse[key] = backup
                     for key in fresh:
                         current = slots[key]
-                        self._apply_one(key, current, skipped)
+                        self._apply_one(key, current, skipped, reuse.get(key))
                     current = None
                     _synchronize(_devices(slots.values()))
             except Exception as exc:  # anything at all: the model must not stay half patched (USERS F8)
@@ -180,22 +185,54 @@ class Patcher:
 
     # -- internals --------------------------------------------------------------------------------------------------
 
-    def _apply_one(self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]]) -> None:
-        weight = getattr(slot.module, slot.weight_attr)
-        weight_backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy)
+    def _reusable(self, key: int, slot: Slot | None) -> TensorBackup | None:
+        """For a slot that stays patched with other contributions: its weight backup, when the new sum can be written
+        straight over the tensor installed last time (no restore pass, no new allocation). Bias backups of the
+        record are restored here; the record stays registered so a failure still restores the weight."""
+        rec = self._applied[key]
+        if slot is None or not rec.backups or not all(b.matches_installed() for b in rec.backups):
+            return None
+        weight = rec.backups[0]
+        current = getattr(slot.module, slot.weight_attr, None)
+        if weight.attr != slot.weight_attr or weight.created or weight.original is None or current is None:
+            return None
+        if (
+            weight.original.device != current.device
+        ):  # a CPU copy of a GPU weight: restore, then patch in place
+            return None
+        for bias in rec.backups[1:]:
+            bias.restore()
+        rec.backups[1:] = []
+        return weight
+
+    def _apply_one(
+        self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]], reuse: TensorBackup | None
+    ) -> None:
+        current = getattr(slot.module, slot.weight_attr).detach()
+        if reuse is None:
+            weight_backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy)
+            w0, out = current, (current if weight_backup.strategy == "copy" else None)
+        else:
+            weight_backup = reuse
+            w0, out = reuse.original, current
+        weight_backup.installed = None  # being written: a failure now restores it unconditionally
         rec = _Applied(slot, slot.signature(), [weight_backup])
         # Registered before anything is written, so a failure below is undone by _restore_all.
         self._applied[key] = rec
-        in_place = weight_backup.strategy == "copy" and weight.dtype == torch.float32
-        outcome: SlotResult = compute_slot(slot, weight_in_place=in_place, fuse=self.fuse)
+        bias = getattr(slot.module, slot.bias_attr, None)
+        outcome: SlotResult = compute_slot(
+            slot, w0, None if bias is None else bias.detach(), out, out_holds_w0=reuse is None, fuse=self.fuse
+        )
         for contribution, reason in outcome.skipped:
             skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))
         if outcome.weight is not None:
             weight_backup.install(outcome.weight)
         elif outcome.weight_changed:
-            weight_backup.mark_installed()  # accumulated in place
-        else:
-            rec.backups.remove(weight_backup)  # only the bias changes, or every contribution was skipped
+            weight_backup.mark_installed()  # written in place
+        else:  # only the bias changes, or every contribution was skipped
+            if reuse is not None:
+                weight_backup.restore()
+            rec.backups.remove(weight_backup)
         if outcome.bias is not None:
             bias_backup = TensorBackup.take(slot.module, slot.bias_attr, self.strategy)
             rec.backups.append(bias_backup)

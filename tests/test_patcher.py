@@ -373,8 +373,8 @@ def test_a_failure_after_weights_were_written_in_place_is_undone(monkeypatch):
     real = patcher_module.compute_slot
     calls = []
 
-    def flaky(slot, weight_in_place, fuse=True):
-        out = real(slot, weight_in_place, fuse)  # copy strategy, float32: the weight is already modified here
+    def flaky(slot, *args, **kwargs):
+        out = real(slot, *args, **kwargs)  # copy strategy: the weight is already modified in place here
         calls.append(slot.label)
         if len(calls) == 3:
             raise RuntimeError("CUDA out of memory (simulated)")
@@ -389,6 +389,41 @@ def test_a_failure_after_weights_were_written_in_place_is_undone(monkeypatch):
         and calls[2] in result.problems[-1].message
         and "out of memory" in result.problems[-1].message
     )
+    assert snapshot(net) == pristine
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_failure_while_switching_sets_restores_the_pristine_model(strategy, monkeypatch):
+    """A switch writes the new sum over the tensors the previous set installed; a failure then must still end in W₀."""
+    import lora_ext.patcher as patcher_module
+
+    net = tiny_net()
+    pristine = snapshot(net)
+    patcher = Patcher(strategy)
+    torch.manual_seed(13)
+    first, second = plain_lora(net, "first"), plain_lora(net, "second", rank=3)
+    patcher.apply(active((first, 1.0)))
+    real = patcher_module.compute_slot
+    calls = []
+
+    def flaky(slot, *args, **kwargs):
+        out = real(slot, *args, **kwargs)
+        calls.append(slot.label)
+        if len(calls) == 4:
+            raise RuntimeError("simulated failure")
+        return out
+
+    monkeypatch.setattr(patcher_module, "compute_slot", flaky)
+    result = patcher.apply(active((second, -0.7)))
+    assert result.failed and calls[3] in result.problems[-1].message
+    assert snapshot(net) == pristine and not patcher.is_patched
+    monkeypatch.setattr(patcher_module, "compute_slot", real)
+    patcher.apply(active((first, 1.0)))
+    installed = {n: p.data_ptr() for n, p in net.named_parameters()}
+    # a successful switch writes over the tensors installed last time: no new allocation
+    patcher.apply(active((second, -0.7)))
+    assert {n: p.data_ptr() for n, p in net.named_parameters()} == installed
+    patcher.restore()
     assert snapshot(net) == pristine
 
 

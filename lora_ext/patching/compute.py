@@ -39,16 +39,23 @@ def _rows(contribution: Contribution, total: int) -> tuple[int, int]:
     return (0, total) if rows is None else (int(rows[0]), int(rows[1]))
 
 
-def compute_slot(slot: Slot, weight_in_place: bool, fuse: bool = True) -> SlotResult:
-    """Compute the patched tensors of ``slot`` from the module's current (pristine) tensors.
+def compute_slot(
+    slot: Slot,
+    w0: torch.Tensor,
+    b0: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+    out_holds_w0: bool = False,
+    fuse: bool = True,
+) -> SlotResult:
+    """Compute the patched tensors of ``slot``.
 
-    weight_in_place: the weight is float32 and backed up by copy, so the sum may be accumulated in the Parameter's
-    own storage (no extra buffer; the caller restores it from the backup if anything raises).
+    w0, b0: the pristine weight and bias (any float dtype, on the weight's device; b0 None when the layer has none).
+    out: where to write the patched weight in place (the Parameter's storage: copy strategy, or the swap strategy's
+        own previously installed tensor when a set is switched); None returns a new tensor in ``SlotResult.weight``.
+        The caller restores ``out`` from its backup if anything raises.
+    out_holds_w0: ``out`` is ``w0`` itself (accumulate on top) rather than stale data (overwrite first).
     """
-    module = slot.module
-    w = getattr(module, slot.weight_attr).detach()
-    b_param = getattr(module, slot.bias_attr, None)
-    b = None if b_param is None else b_param.detach()
+    w, b = w0.detach(), None if b0 is None else b0.detach()
     total = w.shape[0]
     row_size = w[0].numel()
     ref = w if w.dtype == torch.float32 else w.float()
@@ -95,14 +102,14 @@ def compute_slot(slot: Slot, weight_in_place: bool, fuse: bool = True) -> SlotRe
             gen_b[r0:r1] += delta.bias.reshape(-1)
 
     if plain or gen_w is not None:
-        acc = _accumulate(w, ref, plain, weight_in_place, fuse)
+        acc = _accumulate(ref, plain, out, out_holds_w0, fuse, ref_private=ref is not w)
         if gen_w is not None:
             acc.add_(gen_w)
         result.weight_changed = True
-        if not weight_in_place:
+        if out is None:
             result.weight = acc if w.dtype == torch.float32 else acc.to(w.dtype)
-        elif acc.data_ptr() != w.data_ptr():  # defensive: in-place mode always accumulates in w
-            w.copy_(acc)
+        elif acc.data_ptr() != out.data_ptr():
+            out.copy_(acc)  # the single rounding to the storage dtype
     if gen_b is not None:
         base = ref_b if ref_b is not None else ref.new_zeros(total)
         result.bias = (base + gen_b).to(w.dtype if b is None else b.dtype)
@@ -110,31 +117,38 @@ def compute_slot(slot: Slot, weight_in_place: bool, fuse: bool = True) -> SlotRe
 
 
 def _accumulate(
-    w: torch.Tensor,
     ref: torch.Tensor,
     plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]],
-    in_place: bool,
+    out: torch.Tensor | None,
+    out_holds_w0: bool,
     fuse: bool,
+    ref_private: bool,
 ) -> torch.Tensor:
-    """W₀ (float32) plus every plain product, in a buffer that may be ``w`` itself (in place) or ``ref`` (a float32
-    upcast already private to this call) or a fresh tensor (float32 swap: ``addmm`` writes W₀ + UD in one pass)."""
-    total = w.shape[0]
-    acc: torch.Tensor | None
-    if in_place and w.is_contiguous():
-        acc = w
-    elif w.dtype != torch.float32:
-        acc = ref
-    else:
-        acc = None
+    """W₀ (float32 ``ref``) plus every plain product, in a float32 buffer: ``out`` itself when it is float32 and
+    contiguous, else ``ref`` when it is a private upcast (``ref_private``), else a fresh tensor (``addmm`` writes W₀ + UD in one pass).
+    """
+    total = ref.shape[0]
+    acc: torch.Tensor | None = None
+    fresh = True  # acc does not hold W₀ yet
+    if out is not None and out.dtype == torch.float32 and out.is_contiguous():
+        acc, fresh = out, not out_holds_w0
+    elif ref_private:
+        acc, fresh = ref, False
     for (r0, r1), group in sorted(plain.items()):
         pairs = [fuse_factors(group)] if fuse else group
         for up, down in pairs:
-            if acc is None:
-                if (r0, r1) == (0, total):
-                    acc = torch.addmm(ref.reshape(total, -1), up, down).reshape(ref.shape)
-                    continue
-                acc = ref.clone()
+            if fresh and (r0, r1) == (0, total):
+                flat = acc.view(total, -1) if acc is not None else None
+                result = torch.addmm(ref.reshape(total, -1), up, down, out=flat)
+                acc = acc if acc is not None else result.reshape(ref.shape)
+                fresh = False
+                continue
+            if fresh:
+                acc = ref.clone() if acc is None else acc.copy_(ref)
+                fresh = False
             acc.view(total, -1)[r0:r1].addmm_(up, down)
     if acc is None:
         acc = ref.clone()
+    elif fresh:
+        acc.copy_(ref)
     return acc
