@@ -1,0 +1,259 @@
+"""Patcher benchmark on an SD1.5-shaped model: apply, restore, switch and re-apply against floors and diffusers.
+
+Run: ``python -m bench apply [--repeats N] [--diffusers-repeats N] [--no-diffusers] [--dtypes fp32,fp16]``.
+
+Model: a real diffusers SD1.5 UNet and CLIP text encoder with random weights (``bench.sd15_shapes``); LoRAs: three
+rank-32 kohya files (fp16, 37.9 MB each) over the 264 standard targets. Every figure is the median of ``--repeats``
+runs, in milliseconds. Floors, per dtype: M = one copy (clone) of exactly the touched tensors; G = an in-place
+``addmm_`` of every layer's float32 delta factors into a same-shaped float32 buffer (the arithmetic any patcher must
+do). Targets (issue 3, swap on CPU): apply ≤ 1.3·G, restore ≤ 10 ms, switch ≤ 1.3·2G, unchanged set ≤ 5 ms; copy:
+apply ≤ 1.3·(M + G), restore ≤ 1.2·M; ≥ 30× faster than diffusers load + fuse; RAM held after restore ≤ 1 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench.sd15_shapes import build_sd15, target_modules, write_kohya_lora
+
+MiB = 1024 * 1024
+
+
+def rss() -> int:
+    """Resident set size of this process in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Samples RSS every millisecond on a thread while the block runs; ``extra`` = peak − RSS at entry."""
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.base
+
+
+def median_ms(fn: Callable[[], object], repeats: int, setup: Callable[[], object] | None = None) -> float:
+    """Median wall time of ``fn`` in ms over ``repeats`` runs, ``setup`` (untimed) before each."""
+    times = []
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def floors(targets: dict, lora_file, repeats: int) -> tuple[float, float]:
+    """(M, G) in ms for the current dtype of the target weights."""
+    from safetensors.torch import load_file
+
+    weights = [m.weight.detach() for m in targets.values()]
+    m_ms = median_ms(lambda: [w.clone() for w in weights], repeats)
+    sd = load_file(str(lora_file))
+    factors = []
+    for key, module in targets.items():
+        rank = sd[f"{key}.lora_down.weight"].shape[0]
+        scale = float(sd[f"{key}.alpha"]) / rank
+        up = sd[f"{key}.lora_up.weight"].float().reshape(module.weight.shape[0], rank) * scale
+        down = sd[f"{key}.lora_down.weight"].float().reshape(rank, -1)
+        factors.append((up, down))
+    buffers = [w.float().reshape(w.shape[0], -1).clone() for w in weights]
+
+    def addmm_all() -> None:
+        for buf, (up, down) in zip(buffers, factors, strict=True):
+            buf.addmm_(up, down)
+
+    g_ms = median_ms(addmm_all, repeats)
+    return m_ms, g_ms
+
+
+def bench_patcher(parts, paths: list[Path], strategy: str, repeats: int) -> dict[str, float]:
+    from lora_ext.adapters import ActiveLora
+    from lora_ext.engine import LoraLoader
+    from lora_ext.patcher import Patcher
+
+    loader = LoraLoader(max_cached=8)
+    a, b, c = (loader.resolve(str(p), parts, p.stem) for p in paths)
+    for lora in (a, b, c):
+        assert len(lora.layers) == 264, (lora.name, len(lora.layers), lora.problems)
+    patcher = Patcher(strategy)
+    set_a = [ActiveLora(a)]
+    set_bc = [ActiveLora(b, 0.7, 0.7), ActiveLora(c, -0.5, -0.5)]
+    out: dict[str, float] = {}
+    patcher.apply(set_a)  # warm-up (first-touch page faults, allocator)
+    patcher.restore()
+    out["apply"] = median_ms(lambda: patcher.apply(set_a), repeats, patcher.restore)
+    patcher.restore()
+
+    def cold() -> None:
+        fresh = LoraLoader(max_cached=2)
+        fresh.index_for(parts)  # the target index is per model, built once when the model loads
+        lora = fresh.resolve(str(paths[0]), parts, paths[0].stem)
+        patcher.apply([ActiveLora(lora)])
+
+    out["apply_cold"] = median_ms(cold, repeats, patcher.restore)
+    patcher.restore()
+    out["restore"] = median_ms(patcher.restore, repeats, lambda: patcher.apply(set_a))
+    out["switch"] = median_ms(
+        lambda: patcher.apply(set_bc), repeats, lambda: (patcher.restore(), patcher.apply(set_a))
+    )
+    patcher.restore()
+    patcher.apply(set_a)
+    out["unchanged"] = median_ms(lambda: patcher.apply(set_a), repeats)
+    out["held_patched_MiB"] = patcher.held_bytes() / MiB
+    patcher.restore()
+    gc.collect()
+    before = rss()
+    with PeakRss() as peak:
+        patcher.apply(set_a)
+    out["peak_extra_MiB"] = peak.extra / MiB
+    patcher.restore()
+    gc.collect()
+    out["held_after_restore_MiB"] = max(0, rss() - before) / MiB
+    out["held_by_patcher_after_restore_B"] = patcher.held_bytes()
+    return out
+
+
+def bench_diffusers(unet, te, path: Path, repeats: int) -> tuple[float, float]:
+    """(load_lora_weights + fuse_lora, unfuse_lora + unload_lora_weights) in ms on the same UNet and TE."""
+    from diffusers import StableDiffusionPipeline
+
+    from lora_ext.demo.tiny import tiny_scheduler, tiny_tokenizer, tiny_vae
+
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(), text_encoder=te, tokenizer=tiny_tokenizer(), unet=unet, scheduler=tiny_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    load, unload = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name)
+        pipe.fuse_lora(lora_scale=1.0)
+        load.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        pipe.unfuse_lora()
+        pipe.unload_lora_weights()
+        unload.append((time.perf_counter() - start) * 1000)
+    return statistics.median(load), statistics.median(unload)
+
+
+def verdict(value: float, limit: float) -> str:
+    return f"{'ok ' if value <= limit else 'MISS'} (≤ {limit:.1f})"
+
+
+def report(dtype: str, m_ms: float, g_ms: float, results: dict[str, dict], diffusers: tuple | None) -> None:
+    print(
+        f"\n== {dtype}: floors M = {m_ms:.1f} ms (copy of touched tensors), G = {g_ms:.1f} ms (addmm_ floor)"
+    )
+    rows = [
+        ("apply (parsed, cached)", "apply"),
+        ("apply (cold, page cache)", "apply_cold"),
+        ("restore", "restore"),
+        ("switch A → B(0.7)+C(−0.5)", "switch"),
+        ("apply unchanged set", "unchanged"),
+        ("peak extra RAM during apply, MiB", "peak_extra_MiB"),
+        ("backups held while patched, MiB", "held_patched_MiB"),
+        ("RSS growth after restore, MiB", "held_after_restore_MiB"),
+        ("bytes the patcher holds after restore", "held_by_patcher_after_restore_B"),
+    ]
+    strategies = list(results)
+    print(f"{'':40s}" + "".join(f"{s:>14s}" for s in strategies))
+    for label, key in rows:
+        print(f"{label:40s}" + "".join(f"{results[s][key]:14.1f}" for s in strategies))
+    swap, copy = results.get("swap"), results.get("copy")
+    print("targets:")
+    if swap:
+        print(f"  swap apply {swap['apply']:.1f} ms            {verdict(swap['apply'], 1.3 * g_ms)}")
+        print(f"  swap restore {swap['restore']:.2f} ms         {verdict(swap['restore'], 10)}")
+        print(f"  swap switch {swap['switch']:.1f} ms           {verdict(swap['switch'], 2.6 * g_ms)}")
+        print(f"  swap unchanged {swap['unchanged']:.2f} ms        {verdict(swap['unchanged'], 5)}")
+    if copy:
+        print(f"  copy apply {copy['apply']:.1f} ms            {verdict(copy['apply'], 1.3 * (m_ms + g_ms))}")
+        print(f"  copy restore {copy['restore']:.1f} ms          {verdict(copy['restore'], 1.2 * m_ms)}")
+    for s, r in results.items():
+        print(
+            f"  {s} RAM after restore {r['held_after_restore_MiB']:.2f} MiB   {verdict(r['held_after_restore_MiB'], 1)}"
+        )
+    if diffusers:
+        load, unload = diffusers
+        best = min(r["apply"] for r in results.values())
+        print(
+            f"diffusers load_lora_weights + fuse_lora: {load:.0f} ms; unfuse_lora + unload_lora_weights: {unload:.0f} ms"
+        )
+        print(
+            f"  speed-up of our apply (cached): {load / best:.0f}×   {'ok' if load / best >= 30 else 'MISS'} (≥ 30×)"
+        )
+        print(
+            f"  speed-up of our apply (cold):   {load / min(r['apply_cold'] for r in results.values()):.0f}×"
+        )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench apply", description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--diffusers-repeats", type=int, default=5)
+    parser.add_argument("--no-diffusers", action="store_true")
+    parser.add_argument("--dtypes", default="fp32,fp16")
+    parser.add_argument("--strategies", default="swap,copy")
+    args = parser.parse_args(argv)
+    from lora_ext.keys import ModelParts
+
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU, repeats {args.repeats}",
+        flush=True,
+    )
+    start = time.perf_counter()
+    unet, te = build_sd15()
+    targets = target_modules(unet, te)
+    touched = sum(m.weight.numel() for m in targets.values())
+    print(f"model built in {time.perf_counter() - start:.1f} s: {len(targets)} targets "
+          f"({sum(k.startswith('lora_unet') for k in targets)} UNet + {sum(k.startswith('lora_te') for k in targets)} TE),"
+          f" {touched / 1e6:.1f} M touched weights", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bench_apply_") as tmp:
+        paths = [
+            write_kohya_lora(targets, Path(tmp) / f"{n}.safetensors", seed=i) for i, n in enumerate("abc")
+        ]
+        print(f"LoRA files: 3 × {paths[0].stat().st_size / 1e6:.1f} MB (rank 32, fp16)", flush=True)
+        parts = ModelParts.from_diffusers({"unet": unet, "text_encoder": te}, family="sd1")
+        for dtype_name in args.dtypes.split(","):
+            dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+            unet.to(dtype)
+            te.to(dtype)
+            m_ms, g_ms = floors(targets, paths[0], args.repeats)
+            results = {s: bench_patcher(parts, paths, s, args.repeats) for s in args.strategies.split(",")}
+            diffusers = None
+            if dtype == torch.float32 and not args.no_diffusers:
+                diffusers = bench_diffusers(unet, te, paths[0], args.diffusers_repeats)
+            report(dtype_name, m_ms, g_ms, results, diffusers)
+            sys.stdout.flush()
+    return 0
