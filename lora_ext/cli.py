@@ -157,13 +157,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not path.is_file():
         return _fail(Problem(args.file, "File not found."))
     from lora_ext.engine import LoraLoader
-    from lora_ext.hosts.diffusers_host import find_components
+    from lora_ext.hosts.diffusers_host import detect_family, find_components
     from lora_ext.keys.model_parts import ModelParts
 
     pipe = load_pipeline(args.model)
     if is_problem(pipe):
         return _fail(pipe)
-    parts = ModelParts.from_diffusers(find_components(pipe))
+    components = find_components(pipe)
+    parts = ModelParts.from_diffusers(components, detect_family(components))
     resolved = LoraLoader(max_cached=1).resolve(str(path.resolve()), parts, path.stem)
     if is_problem(resolved):
         return _fail(resolved)

@@ -124,3 +124,19 @@ def test_custom_pipeline_found_by_component_class(sd1_pipe, lora_dir):
             original[next(k for k in original if "to_q" in k and k.startswith("unet."))],
         )
     assert_bit_identical(state(sd1_pipe), original)
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_other_families_patch_run_and_restore(family, make_pipeline, tmp_path):
+    from lora_ext.demo import write_demo_loras
+
+    pipe = make_pipeline(family, 0)
+    write_demo_loras(tmp_path, pipe)
+    host = host_for(pipe, tmp_path)
+    assert host.architecture == family.upper()
+    original = state(pipe)
+    tagged = host.generate("a cat <lora:demo_style:1>", generator=torch.Generator().manual_seed(0), **GEN)
+    assert_bit_identical(state(pipe), original)
+    assert tagged.applied.active and not [p for p in tagged.applied.problems if p.severity == "error"]
+    plain = host.generate("a cat", generator=torch.Generator().manual_seed(0), **GEN)
+    assert image_bytes(tagged.images) != image_bytes(plain.images)

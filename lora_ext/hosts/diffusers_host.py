@@ -9,6 +9,7 @@ This module imports no diffusers: it only reads attributes of the pipeline objec
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,21 @@ def find_components(pipe: Any) -> dict[str, Any]:
             if found[slot] is None and encoders:
                 found[slot] = encoders.pop(0)
     return {k: v for k, v in found.items() if v is not None}
+
+
+def detect_family(components: dict[str, Any]) -> str:
+    """ "sdxl" with a second text encoder or SDXL's text-time embedding, "sd2" for a 1024-wide context or linear
+    ``proj_in`` (SD2 UNets use linear projections, SD1 UNets 1x1 convs), else "sd1"."""
+    config = getattr(components.get("unet"), "config", None)
+
+    def get(key: str) -> Any:
+        return config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+
+    if components.get("text_encoder_2") is not None or get("addition_embed_type") == "text_time":
+        return "sdxl"
+    if get("cross_attention_dim") == 1024 or get("use_linear_projection"):
+        return "sd2"
+    return "sd1"
 
 
 @dataclass
@@ -101,11 +117,14 @@ class DiffusersHost:
     ) -> None:
         self.pipe = pipe
         self.library = library
-        self.parts = ModelParts.from_diffusers(find_components(pipe), family)
+        components = find_components(pipe)
+        self.parts = ModelParts.from_diffusers(components, family or detect_family(components))
         if self.parts.unet is None:
             raise ValueError("DiffusersHost needs a pipeline with a UNet2DConditionModel")
         self.loader = loader if loader is not None else LoraLoader(max_cached=8)
         self.patcher = patcher if patcher is not None else Patcher()
+        # One patched call at a time: Gradio may run handlers in several threads.
+        self._lock = threading.RLock()
 
     @property
     def architecture(self) -> str:
@@ -148,14 +167,15 @@ class DiffusersHost:
     @contextlib.contextmanager
     def applied(self, prompt: str) -> Iterator[Applied]:
         """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards."""
-        applied = self.prepare(prompt)
-        try:
-            if applied.active:
-                result = self.patcher.apply(applied.active)
-                applied.problems += list(getattr(result, "problems", ()))
-            yield applied
-        finally:
-            self.patcher.restore()
+        with self._lock:
+            applied = self.prepare(prompt)
+            try:
+                if applied.active:
+                    result = self.patcher.apply(applied.active)
+                    applied.problems += list(getattr(result, "problems", ()))
+                yield applied
+            finally:
+                self.patcher.restore()
 
     def generate(self, prompt: str, **kwargs: Any) -> Generation:
         """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.
