@@ -4,6 +4,7 @@ Fields of ``{name}.json``: description, sd version, activation text, preferred w
 multiplier), negative text, notes. Saving goes through the library, which merges into the existing JSON so keys
 written by other tools survive, and never touches the LoRA file. The left column shows the training info table; the
 training tags (``ss_tag_frequency``) are clickable and toggle themselves in the activation text.
+Imported only when the webui builds the page's editor (gradio is the webui's own dependency).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import datetime
 import html
 import re
 from typing import Any
+
+import gradio as gr
 
 from lora_ext.errors import Problem
 from lora_ext.ui.cards import dataset_tags
@@ -95,8 +98,6 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
             return table + training_rows(item.get("metadata") or {})
 
         def put_values_into_components(self, name):
-            import gradio as gr
-
             user = self.get_user_metadata(name)
             values = super().put_values_into_components(name)
             item = self.page.items.get(name, {})
@@ -139,15 +140,11 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
                 item["user_metadata"] = dict(result.user_metadata)
 
         def create_extra_default_items_in_left_column(self):
-            import gradio as gr
-
             self.select_sd_version = gr.Dropdown(
                 SD_VERSIONS, value="Unknown", label="Stable Diffusion version", interactive=True
             )
 
         def create_editor(self):
-            import gradio as gr
-
             self.create_default_editor_elems()
             self.taginfo = gr.HighlightedText(
                 label="Training dataset tags (click to add to or remove from the activation text)"

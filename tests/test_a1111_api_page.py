@@ -1,0 +1,174 @@
+"""HTTP routes through FastAPI's TestClient (A1111_CONTRACT §12) and the Extra Networks page items and metadata
+editor (§4.3, §4.4, §5, §16)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from fake_webui.harness import Webui, fake_modules
+from fake_webui.lora_fixtures import install, write_lora
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("page_loras")
+    return {
+        "x": write_lora(folder, "x", "sd1", seed=1),
+        "xl": write_lora(folder, "xl", "sdxl", seed=3),
+    }
+
+
+@pytest.fixture
+def webui(tmp_path, store):
+    with fake_modules():
+        w = Webui(tmp_path)
+        install(store["x"], w.lora_dir, "x")  # present at startup, like the webui's first scan
+        w.start()
+        w.load_model("sd1")
+        try:
+            yield w
+        finally:
+            w.stop()
+
+
+def page():
+    from modules import ui_extra_networks
+
+    return ui_extra_networks.extra_pages[0]
+
+
+def test_get_loras_has_the_builtin_fields(webui):
+    client = webui.client()
+    response = client.get("/sdapi/v1/loras")
+    assert response.status_code == 200
+    data = response.json()
+    assert [d["name"] for d in data] == ["x"]
+    assert set(data[0]) == {"name", "alias", "path", "metadata"}
+    assert data[0]["path"] == str(webui.lora_dir / "x.safetensors")
+    assert data[0]["alias"] == "x"
+    assert data[0]["metadata"]["ss_network_module"] == "networks.lora"
+
+
+def test_refresh_loras_finds_new_files(webui, store):
+    client = webui.client()
+    assert len(client.get("/sdapi/v1/loras").json()) == 1
+    install(store["x"], webui.lora_dir / "sub", "second")
+    response = client.post("/sdapi/v1/refresh-loras")
+    assert response.status_code == 200 and response.json() is None
+    assert sorted(d["name"] for d in client.get("/sdapi/v1/loras").json()) == ["second", "x"]
+
+
+def test_inspect_returns_coverage_and_metadata(webui, store):
+    client = webui.client()
+    data = client.get("/lora_ext/v1/inspect", params={"name": "x"}).json()
+    assert data["coverage"]["verdict"] == "ok"
+    assert data["coverage"]["keys_total"] == data["coverage"]["keys_matched"] > 0
+    assert data["metadata"]["ss_output_name"] == "x"
+    assert data["sd_version"] == "SD1"
+    install(store["xl"], webui.lora_dir, "xl")
+    client.post("/sdapi/v1/refresh-loras")
+    data = client.get("/lora_ext/v1/inspect", params={"name": "xl"}).json()
+    assert data["coverage"]["verdict"] == "refused"
+
+
+def test_inspect_unknown_name_is_a_404_with_a_suggestion(webui):
+    response = webui.client().get("/lora_ext/v1/inspect", params={"name": "xx"})
+    assert response.status_code == 404
+    assert "Lora not found: xx" in response.json()["detail"] and "'x'" in response.json()["detail"]
+
+
+def test_page_item_dict(webui):
+    from modules import ui_extra_networks
+
+    (webui.lora_dir / "x.json").write_text(
+        json.dumps(
+            {"activation text": "xstyle", "preferred weight": -0.5, "negative text": "blurry", "mine": 1}
+        )
+    )
+    (webui.lora_dir / "x.png").write_bytes(b"\x89PNG\r\n")
+    page().refresh()
+    items = list(page().list_items())
+    assert len(items) == 1
+    item = items[0]
+    assert item["name"] == "x"
+    assert item["filename"] == str(webui.lora_dir / "x.safetensors")
+    assert item["prompt"] == '"<lora:x:" + "-0.5" + ">" + " xstyle"'
+    assert item["negative_prompt"] == ui_extra_networks.quote_js("(blurry:1)")
+    assert item["preview"].startswith("./sd_extra_networks/thumb?filename=")
+    assert item["local_preview"] == str(webui.lora_dir / "x.png")
+    assert item["sd_version"] == "SD1"
+    assert item["user_metadata"]["mine"] == 1
+    assert "Lora/x.safetensors" in item["search_terms"]
+    st = os.stat(webui.lora_dir / "x.safetensors")
+    assert item["sort_keys"]["date_modified"] == int(st.st_mtime)
+    assert set(item["sort_keys"]) == {"default", "date_created", "date_modified", "name", "path"}
+    assert item["metadata"]["ss_output_name"] == "x"
+
+
+def test_default_weight_expression_when_no_preferred_weight(webui):
+    item = page().create_item("x", 0)
+    assert item["prompt"] == '"<lora:x:" + opts.extra_networks_default_multiplier + ">"'
+
+
+def test_incompatible_lora_shown_with_badge_unless_user_hides(webui, store):
+    from modules import shared, ui_extra_networks
+
+    install(store["xl"], webui.lora_dir, "xl")
+    page().refresh()
+    names = [i["name"] for i in page().list_items()]
+    assert names == ["x", "xl"]
+    item = page().create_item("xl", 1)
+    assert item["description"].startswith("[SDXL LoRA, current model SD1]")
+    shared.opts.lora_ext_hide_incompatible = True
+    assert [i["name"] for i in page().list_items()] == ["x"]
+    # the single-card route never filters (create_item(name, enable_filter=False), §4.2)
+    page().create_html("txt2img")
+    html = ui_extra_networks.get_single_card("lora", "txt2img", "xl")["html"]
+    assert "data-name='xl'" in html
+
+
+def test_metadata_route_and_card_html(webui):
+    from modules import ui_extra_networks
+
+    html = page().create_html("txt2img")
+    assert "cardClicked(&#x27;txt2img&#x27;" in html
+    meta = ui_extra_networks.get_metadata("lora", "x")
+    assert json.loads(meta["metadata"])["ss_output_name"] == "x"
+
+
+def test_editor_saves_fields_and_keeps_unknown_keys(webui):
+    from modules import ui_extra_networks_user_metadata
+
+    (webui.lora_dir / "x.json").write_text(json.dumps({"civitai": {"id": 5}}))
+    page().refresh()
+    page().create_html("txt2img")
+    editor = page().create_user_metadata_editor(None, "txt2img")
+    assert isinstance(editor, ui_extra_networks_user_metadata.UserMetadataEditor)
+    assert editor.id_part == "txt2img_lora_edit_user_metadata"
+    editor.save_lora_user_metadata("x", "desc", "SD1", "xstyle", -0.75, "ugly", "my notes")
+    saved = json.loads((webui.lora_dir / "x.json").read_text())
+    assert saved["civitai"] == {"id": 5}
+    assert saved["preferred weight"] == -0.75 and saved["sd version"] == "SD1"
+    assert saved["activation text"] == "xstyle" and saved["negative text"] == "ugly"
+    table = dict(editor.get_metadata_table("x"))
+    assert table["Output name:"] == "x"
+    assert table["Dataset size:"] == 12
+
+
+def test_editor_ui_builds_and_tag_click_toggles(webui):
+    import gradio as gr
+
+    from lora_ext.hosts.a1111.editor import toggle_tag
+
+    page().create_html("txt2img")
+    editor = page().create_user_metadata_editor(None, "txt2img")
+    with gr.Blocks():
+        editor.create_ui()
+    assert editor.slider_preferred_weight.minimum < 0
+    values = editor.put_values_into_components("x")
+    assert values[5] == "SD1"
+    assert toggle_tag("a, b", "c") == "a, b, c"
+    assert toggle_tag("a, c, b", "c") == "a, b"
+    assert toggle_tag("", "c") == "c"
