@@ -61,7 +61,14 @@ def test_links_out_of_the_root_are_refused(tmp_path, outside):
         assert isinstance(library.resolve(name), Problem)
     entry = library.resolve("a")
     assert isinstance(entry, LoraEntry)
-    assert isinstance(library.preview_file(entry), Problem)  # the preview link leaves the root
+    assert entry.preview is None  # the preview link leaves the root: not offered
+    assert library.preview_file(entry) is None
+    (root / "a.preview.png").write_bytes(PNG_1PX)  # a real preview further down the lookup order is used
+    library.refresh()
+    assert library.resolve("a").preview == str(root / "a.preview.png")
+    (root / "a.preview.png").unlink()  # swapped for a link out of the root after the scan: still refused
+    (root / "a.preview.png").symlink_to(outside / "pic.png")
+    assert isinstance(library.preview_file(library.resolve("a")), Problem)
     assert isinstance(library.safe_path("escape.txt"), Problem)
     assert isinstance(library.safe_path("linked_dir/secret.txt"), Problem)
 

@@ -276,8 +276,16 @@ class LoraLibrary:
         return data, True
 
     def _preview_name(self, item: FoundFile) -> str | None:
-        name = find_preview(item.name, item.siblings, self.preview_extension)
-        return os.path.join(os.path.dirname(item.path), name) if name else None
+        folder = os.path.dirname(item.path)
+
+        def inside(name: str) -> bool:  # a preview that is a link out of the roots is never offered
+            path = os.path.join(folder, name)
+            if self.allow_external_links or not os.path.islink(path):
+                return True
+            return not isinstance(self.safe_path(path), Problem)
+
+        name = find_preview(item.name, item.siblings, self.preview_extension, inside)
+        return os.path.join(folder, name) if name else None
 
     def _build_entry(
         self, item: FoundFile, data: FileData, sidecars: SidecarData, preview: str | None

@@ -116,16 +116,20 @@ def parse_civitai(info: dict[str, Any]) -> CivitaiInfo:
 
 
 def find_preview(
-    stem: str, siblings: frozenset[str] | set[str], extra_extension: str | None = None
+    stem: str,
+    siblings: frozenset[str] | set[str],
+    extra_extension: str | None = None,
+    accept: Callable[[str], bool] | None = None,
 ) -> str | None:
     """File name of the preview for ``stem`` among ``siblings`` (USERS C2): for each extension in order,
-    ``{stem}.{ext}`` then ``{stem}.preview.{ext}``; None when none exists."""
+    ``{stem}.{ext}`` then ``{stem}.preview.{ext}``; None when none exists. ``accept(name)`` may veto a candidate
+    (the library refuses links that leave the roots)."""
     extensions = PREVIEW_EXTENSIONS
     if extra_extension and extra_extension.lower() not in extensions:
         extensions = (*extensions, extra_extension.lower())
     for ext in extensions:
         for candidate in (f"{stem}.{ext}", f"{stem}.preview.{ext}"):
-            if candidate in siblings:
+            if candidate in siblings and (accept is None or accept(candidate)):
                 return candidate
     return None
 
