@@ -7,6 +7,7 @@ The report is plain data: hosts print ``summary()`` / ``lines()`` to the console
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from lora_ext.errors import Problem
@@ -32,9 +33,16 @@ _SDXL_FAMILY_NAMES = ("pony", "illustrious", "noobai")
 #: Cross-attention key width (``attn2.to_k`` input) -> architecture.
 _CONTEXT_WIDTHS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
 
+#: Text-encoder width (q_proj input) of a file's only text encoder -> architecture (SDXL is caught by TE2 keys).
+_TE_WIDTHS = {768: "SD1", 1024: "SD2"}
+_TE1_MARKERS = ("lora_te_", "lora_te1_", "text_encoder.", "text_encoders.clip_l.", "text_encoders.clip_h.")
+_DOWN_PARTS = ("lora_down", "lora_A", "lora_linear_layer_down", "lora_down_weight")
+#: SD1/SD2 UNets have one transformer block per Transformer2D; a block index >= 1 means SDXL.
+_DEEP_TRANSFORMER = re.compile(r"transformer_blocks_([1-9]\d*)_")
+
 _TE2_MARKERS = ("lora_te2_", "text_encoder_2.", "text_encoders.clip_g.")
 _FLUX_MARKERS = ("double_blocks", "single_blocks", "single_transformer_blocks")
-_SD3_MARKERS = ("joint_blocks", "context_block")
+_SD3_MARKERS = ("joint_blocks", "context_block", "transformer.transformer_blocks.")
 
 
 def detect_architecture(
@@ -90,20 +98,23 @@ def _architecture_from_shapes(shapes: dict[str, tuple[int, ...]]) -> tuple[str, 
         return "Flux", ["has Flux double/single-block keys"]
     if any(m in k for k in keys for m in _SD3_MARKERS):
         return "SD3", ["has SD3 joint-block keys"]
+    te_width = None
     for key, shape in shapes.items():
         low = key.replace(".", "_")
-        if (
-            "attn2" in low
-            and "to_k" in low
-            and len(shape) >= 2
-            and any(
-                p in low
-                for p in ("lora_down", "lora_A", "lora_linear_layer_down", "lora_down_weight", "lora_down_")
-            )
-        ):
+        if len(shape) < 2 or not any(p in low for p in _DOWN_PARTS):
+            continue
+        if "attn2" in low and "to_k" in low:
             arch = _CONTEXT_WIDTHS.get(shape[1])
             if arch:
                 return arch, [f"cross-attention input width {shape[1]} ({key})"]
+        if te_width is None and "q_proj" in low and key.startswith(_TE1_MARKERS):
+            te_width = (shape[1], key)
+    for key in keys:
+        depth = _DEEP_TRANSFORMER.search(key.replace(".", "_"))
+        if depth and not key.startswith(_TE1_MARKERS):
+            return "SDXL", [f"transformer block {depth.group(1)} inside a UNet block ({key}): SDXL layout"]
+    if te_width is not None and te_width[0] in _TE_WIDTHS:
+        return _TE_WIDTHS[te_width[0]], [f"text-encoder width {te_width[0]} ({te_width[1]})"]
     return "Unknown", []
 
 

@@ -124,3 +124,13 @@ def test_refused_report_summary_names_the_reason(tmp_path):
     assert report.summary().startswith("cov: refused: cov.safetensors is a SD1 LoRA")
     assert all(isinstance(p, Problem) for p in report.problems)
     json.dumps(report.to_dict())
+
+
+def test_architecture_from_text_encoder_width_and_transformer_depth():
+    te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"
+    assert detect_architecture({}, {te: (4, 768)})[0] == "SD1"
+    assert detect_architecture({}, {te: (4, 1024)})[0] == "SD2"
+    assert detect_architecture({}, {te: (4, 32)})[0] == "Unknown"
+    deep = "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q.lora_down.weight"
+    arch, evidence = detect_architecture({}, {deep: (4, 640)})
+    assert arch == "SDXL" and "SDXL layout" in evidence[0]
