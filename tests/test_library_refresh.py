@@ -199,3 +199,11 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     again = library.refresh()
     assert again.read_paths == [str(unreadable)]
     assert str(unreadable) in {p.subject for p in again.errors}
+
+
+def test_missing_root_is_a_warning_and_other_roots_list(tmp_path):
+    write_lora(tmp_path / "L" / "a.safetensors")
+    library = LoraLibrary([tmp_path / "missing", tmp_path / "L"], cache_path=False)
+    report = library.refresh()
+    assert [e.name for e in library.entries()] == ["a"]
+    assert [(p.subject, p.severity) for p in report.errors] == [(str(tmp_path / "missing"), "info")]

@@ -63,6 +63,14 @@ def walk_roots(
     for root in roots:
         if os.path.isdir(root):
             walker.walk(root, [(root, "", False)])
+        else:
+            walker.problems.append(
+                Problem(
+                    root,
+                    "This Lora folder does not exist; create it or fix the path in the settings.",
+                    "info",
+                )
+            )
     while walker.links:  # linked folders last, across all roots
         root, folder, rel, hidden = walker.links.pop(0)
         walker.walk(root, [(folder, rel, hidden)])
