@@ -185,3 +185,19 @@ def test_host_state_is_one_object_per_script_load(webui):
     host = lora_host()
     assert host is not None
     assert host.library.roots[0] == str(webui.lora_dir)
+
+
+def test_interrupted_generation_ends_restored(webui, lora_store):
+    """§8.2: an interrupt only breaks the batch loop; the end-of-generation restore still runs."""
+    from modules import shared
+
+    model = webui.load_model("sd1")
+    original = state(model)
+    install(lora_store["x_sd1"], webui.lora_dir, "x")
+
+    def interrupt(p, pass_name):
+        shared.state.interrupted = True
+
+    processed, _ = webui.txt2img("a photo <lora:x:1>", n_iter=3, sampling_probe=interrupt)
+    assert len(processed.images) == 1
+    assert same_state(state(model), original) == []

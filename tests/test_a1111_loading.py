@@ -179,3 +179,27 @@ def test_install_py_installs_nothing_and_says_so():
     )
     assert result.returncode == 0
     assert "nothing to install" in result.stdout
+
+
+def test_lora_tab_builds_with_builtin_disabled(booted, tmp_path):
+    from modules import script_callbacks
+
+    booted.start()
+    booted.load_model("sd1")
+    tabs = script_callbacks.ui_tabs_callback()
+    assert [(title, elem_id) for _, title, elem_id in tabs] == [("LoRA", "lora_ext_tab")]
+    config = tabs[0][0].get_config_file()
+    texts = [c.get("props", {}).get("value") for c in config["components"]]
+    assert not any(isinstance(t, str) and "still enabled" in t for t in texts)
+
+
+def test_host_package_imports_no_webui_module_at_import_time():
+    code = (
+        "import sys; import lora_ext.hosts.a1111.wiring, lora_ext.hosts.a1111.editor; "
+        "bad = [m for m in sys.modules if m == 'modules' or m.startswith('modules.')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -80,9 +80,10 @@ def setup() -> type:
     script_callbacks.on_model_loaded(host.model_loaded, name="lora_ext")
     script_callbacks.on_before_reload(host.restore_all, name="lora_ext")
     script_callbacks.on_script_unloaded(script_unloaded, name="lora_ext")
-    script_callbacks.on_infotext_pasted(
-        lambda infotext, params: paste.infotext_pasted(host, infotext, params), name="lora_ext"
-    )
+    if not builtin_is_active:  # the built-in remaps pasted hashes itself; twice would be wrong
+        script_callbacks.on_infotext_pasted(
+            lambda infotext, params: paste.infotext_pasted(host, infotext, params), name="lora_ext"
+        )
     script_callbacks.on_app_started(
         lambda demo, app: api.register_routes(host, app, builtin_is_active), name="lora_ext"
     )
