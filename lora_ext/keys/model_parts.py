@@ -53,7 +53,7 @@ class ModelParts:
         """Build from a diffusers pipeline or a dict with ``unet``, ``text_encoder``, ``text_encoder_2``.
 
         family: override; otherwise "sdxl" when a second text encoder exists, "sd2" when the UNet's
-        ``cross_attention_dim`` is 1024, else "sd1".
+        ``cross_attention_dim`` is 1024 or it uses Linear ``proj_in`` (``use_linear_projection``), else "sd1".
         """
 
         def get(name: str) -> Any:
@@ -68,7 +68,10 @@ class ModelParts:
             else:
                 config = getattr(unet, "config", None)
                 cross = getattr(config, "cross_attention_dim", None) if config is not None else None
-                family = "sd2" if cross == 1024 else "sd1"
+                linear = (
+                    bool(getattr(config, "use_linear_projection", False)) if config is not None else False
+                )
+                family = "sd2" if cross == 1024 or linear else "sd1"
         encoders = {name: te for name, te in (("te1", te1), ("te2", te2)) if te is not None}
         return cls(family=family, unet=unet, text_encoders=encoders)
 
