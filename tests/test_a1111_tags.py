@@ -171,3 +171,14 @@ def test_batch_uses_first_prompt_networks(webui, store):
     p.all_prompts = ["a <lora:y:1>", "b <lora:x:1>"]
     processing.process_images(p)
     assert same_state(seen[0], expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
+
+
+def test_coverage_lines_can_be_kept_out_of_the_infotext(webui, store, capsys):
+    from modules import shared
+
+    install(store["xl"], webui.lora_dir, "xl")
+    shared.opts.lora_ext_coverage_in_infotext = False
+    _, processed = sampled(webui, "a photo <lora:xl:1> <lora:nope:1>")
+    assert "Lora not found: nope" in processed.comments
+    assert not any(line.startswith("xl") for line in processed.comments.splitlines())
+    assert "[lora_ext] xl" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
 from lora_ext.hosts.a1111 import embeddings, messages
 from lora_ext.hosts.a1111.model import parts_from_sd_model
-from lora_ext.infotext import format_lora_hashes
+from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
 from lora_ext.syntax import LoraRequest, parse_args
@@ -263,13 +263,13 @@ class A1111Host:
 
         if not getattr(shared.opts, "lora_add_hashes_to_infotext", True):
             return
-        if not getattr(p, "is_hr_pass", False) or not isinstance(getattr(p, "lora_hashes", None), list):
-            p.lora_hashes = []
+        if not getattr(p, "is_hr_pass", False) or not isinstance(getattr(p, "lora_hashes", None), dict):
+            p.lora_hashes = {}  # a dict like the built-in's: written name -> short hash
         for request, entry, _ in activation.active:
             shorthash = self.shorthash(entry)
             if shorthash:
-                p.lora_hashes.append((request.name, shorthash))
-        value = format_lora_hashes(p.lora_hashes)
+                p.lora_hashes.setdefault(infotext_name(request.name), shorthash)
+        value = format_lora_hashes(list(p.lora_hashes.items()))
         if value:
             p.extra_generation_params["Lora hashes"] = value
         else:

@@ -61,15 +61,23 @@ def coverage_lines(name: str, resolved: ResolvedLora) -> list[str]:
 
 
 def deliver(p: Any, lines: list[str]) -> None:
-    """Write each line once into the generation info (``p.comment``) and the console."""
+    """Write each line once into the generation info (``p.comment``) and the console.
+
+    "Lora not found" always goes under the image (the built-in's behaviour); the other lines do unless the user
+    turned ``lora_ext_coverage_in_infotext`` off, and always reach the console.
+    """
+    from modules import shared
+
+    to_info = getattr(shared.opts, "lora_ext_coverage_in_infotext", True)
     seen: set[str] = set()
     for line in lines:
         if line in seen:
             continue
         seen.add(line)
-        if hasattr(p, "comment"):
+        not_found_line = line.startswith("Lora not found")
+        if hasattr(p, "comment") and (to_info or not_found_line):
             p.comment(line)
-        if not line.startswith("Lora not found"):
+        if not not_found_line:
             console(line)
 
 
