@@ -120,6 +120,18 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         page.select_option(".lora-ext-sort", "path")
         wait_cards(page, ["style", "sub/slider", "zeta"])
 
+        # refresh picks up a file added on disk
+        folder = Path(runtime.lora_dirs[0])
+        (folder / "sub" / "added.safetensors").write_bytes((folder / "zeta.safetensors").read_bytes())
+        page.click("#lora_ext_refresh")
+        wait_cards(page, ["style", "sub/added", "sub/slider", "zeta"])
+        page.wait_for_function(
+            "() => document.querySelector('#lora_ext_status').innerText.includes('4 LoRAs')"
+        )
+        (folder / "sub" / "added.safetensors").unlink()
+        page.click("#lora_ext_refresh")
+        wait_cards(page, ["style", "sub/slider", "zeta"])
+
         # click inserts tag + activation text, negative text goes to the negative prompt; click again removes
         page.click(".lora-ext-card[data-name='style']")
         wait_value(page, prompt, "<lora:style:1> inkwash style")
@@ -167,7 +179,6 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
 
         # favourite: stored in the sidecar, and the favourites filter shows only it
         page.click(".lora-ext-card[data-name='zeta'] .lora-ext-fav")
-        folder = Path(runtime.lora_dirs[0])
         wait_file(folder / "zeta.json", lambda d: d.get("favorite") is True)
         page.check(".lora-ext-favonly")
         wait_cards(page, ["zeta"])

@@ -65,7 +65,13 @@ def load_pipeline(model: str | None, family: str = "sd1") -> Any | Problem:
             cls = StableDiffusionXLPipeline if "xl" in path.name.lower() else StableDiffusionPipeline
             pipe = cls.from_single_file(str(path), local_files_only=True)
     except Exception as exc:  # a user file: report, do not crash with a traceback
-        return Problem(model, f"Could not load the model ({type(exc).__name__}: {exc}).")
+        hint = (
+            ""
+            if path.is_dir()
+            else " Single-file checkpoints need their model config in the Hugging Face cache; offline, convert"
+            " the checkpoint to a diffusers folder once and pass that folder."
+        )
+        return Problem(model, f"Could not load the model ({type(exc).__name__}: {exc}).{hint}")
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     return pipe
