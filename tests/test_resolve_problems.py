@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -175,3 +176,22 @@ def test_a_few_misfit_layers_are_skipped_with_a_warning(tmp_path):
     assert sorted(result.unmatched) == [f"{bad}.lora_down.weight", f"{bad}.lora_up.weight"]
     assert result.report.verdict == "partial"
     assert any("do not fit" in p.message and p.severity == "warning" for p in result.problems)
+
+
+def test_huge_finite_values_are_not_mistaken_for_inf(tmp_path):
+    tensors = good_tensors()
+    tensors[f"{q_key()}.lora_up.weight"][:2, 0] = 3e38  # the float32 sum overflows; the elements are finite
+    path = str(tmp_path / "huge.safetensors")
+    save_file(tensors, path)
+    result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "huge")
+    assert len(result.layers) == 1 and not errors(result)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_non_finite_found_in_every_float_dtype(tmp_path, dtype):
+    tensors = {k: v.to(dtype) for k, v in good_tensors().items()}
+    tensors[f"{q_key()}.lora_down.weight"][1, 5] = float("-inf")
+    path = str(tmp_path / "neg.safetensors")
+    save_file(tensors, path)
+    result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "neg")
+    assert result.layers == {} and "NaN or infinite" in errors(result)[0].message

@@ -201,9 +201,19 @@ def _build_adapter(
 
 
 def _non_finite(file: LoraFile) -> list[str]:
+    """Keys of floating tensors holding NaN or ±Inf.
+
+    A float32 (float64 for float64 data) sum is finite exactly when every element is, unless finite float32 values
+    overflow it; only then the elementwise check runs. The sum is several times faster than ``isfinite().all()``.
+    """
     bad = []
     for key, tensor in file.tensors.items():
-        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point() or not tensor.numel():
+            continue
+        acc = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        if bool(torch.isfinite(tensor.sum(dtype=acc))):
+            continue
+        if not bool(torch.isfinite(tensor).all()):
             bad.append(key)
     return bad
 
