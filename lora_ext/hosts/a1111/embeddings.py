@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from lora_ext.adapters import ResolvedLora
 
 
@@ -27,7 +29,9 @@ def register(state: Any, sd_model: Any, active: Sequence[ResolvedLora]) -> None:
     for token, (lora, data) in wanted.items():
         if token in db.word_embeddings:
             continue  # loaded from the embeddings folder: that one wins
-        embedding = textual_inversion.create_embedding_from_data(data, token, filename=f"{lora.path}/{token}")
+        embedding = textual_inversion.create_embedding_from_data(
+            webui_embedding_data(data), token, filename=f"{lora.path}/{token}"
+        )
         embedding.loaded = True
         embedding.shorthash = lora.name if getattr(shared.opts, "lora_bundled_ti_to_infotext", True) else None
         if db.expected_shape in (-1, None) or db.expected_shape == embedding.shape:
@@ -35,6 +39,15 @@ def register(state: Any, sd_model: Any, active: Sequence[ResolvedLora]) -> None:
             state.embeddings.append(token)
         else:
             db.skipped_embeddings[token] = embedding
+
+
+def webui_embedding_data(data: dict) -> dict:
+    """The resolver's ``{"string_to_param": tensor}`` in the webui's form ``{"string_to_param": {"*": tensor}}``;
+    SDXL ``{"clip_l", "clip_g"}`` unchanged."""
+    param = data.get("string_to_param")
+    if isinstance(param, torch.Tensor):
+        return {"string_to_param": {"*": param}}
+    return data
 
 
 def unregister(state: Any, sd_model: Any) -> None:

@@ -21,20 +21,20 @@ class Embedding:
 
 
 def create_embedding_from_data(data, name, filename="unknown embedding file", filepath=None):
-    """``data``: ``{"string_to_param": {"*": tensor}}``, ``{"string_to_param": tensor}`` or SDXL ``{"clip_l", "clip_g"}``."""
+    """Like the webui: ``{"string_to_param": {token: tensor}}`` (exactly one entry) or SDXL ``{"clip_g", "clip_l"}``
+    (both required); anything else raises."""
     if "string_to_param" in data:
-        param = data["string_to_param"]
-        if isinstance(param, dict):
-            param = next(iter(param.values()))
-        vec = param.detach().to(torch.float32)
+        param_dict = data["string_to_param"]
+        assert len(param_dict) == 1, "embedding file has multiple terms in it"
+        vec = next(iter(param_dict.items()))[1].detach().to(torch.float32)
         shape = vec.shape[-1]
-        vectors = vec.shape[0] if vec.dim() > 1 else 1
-    elif "clip_l" in data or "clip_g" in data:
-        vec = {k: v.detach().to(torch.float32) for k, v in data.items() if k in ("clip_l", "clip_g")}
-        shape = sum(v.shape[-1] for v in vec.values())
-        vectors = next(iter(vec.values())).shape[0]
+        vectors = vec.shape[0]
+    elif isinstance(data, dict) and "clip_g" in data and "clip_l" in data:
+        vec = {k: v.detach().to(torch.float32) for k, v in data.items()}
+        shape = data["clip_g"].shape[-1] + data["clip_l"].shape[-1]
+        vectors = data["clip_g"].shape[0]
     else:
-        raise ValueError(
+        raise Exception(
             f"Couldn't identify {filename} as neither textual inversion embedding nor diffuser concept."
         )
     embedding = Embedding(vec, name)
