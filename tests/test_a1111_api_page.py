@@ -172,3 +172,14 @@ def test_editor_ui_builds_and_tag_click_toggles(webui):
     assert toggle_tag("a, b", "c") == "a, b, c"
     assert toggle_tag("a, c, b", "c") == "a, b"
     assert toggle_tag("", "c") == "c"
+
+
+def test_lyco_dir_is_scanned_and_same_stem_in_two_folders_gets_distinct_items(webui, store):
+    install(store["x"], webui.lyco_dir, "lyco_only")
+    install(store["x"], webui.lora_dir / "sub", "x")
+    page().refresh()
+    names = sorted(i["name"] for i in page().list_items())
+    assert "lyco_only" in names
+    assert len([n for n in names if n.endswith("x")]) == 2 and len(set(names)) == len(names)
+    sub = page().create_item("sub/x", 0)
+    assert sub is not None and sub["prompt"].startswith('"<lora:sub/x:"')
