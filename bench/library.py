@@ -109,6 +109,7 @@ def run(files: int = FILES, folders: int = FOLDERS, keep: str | None = None) -> 
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="lora_ext_bench_"))
     try:
         gen_s, root = _timed(lambda: generate(base, files, folders))
+        os.sync()  # let the writeback of the generated files finish outside the measurements
         cache = base / "cache.json"
         library = LoraLibrary([root], cache_path=cache)
         results: dict[str, float] = {}

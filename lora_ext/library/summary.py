@@ -96,11 +96,12 @@ def summarize(
     parts = {part: _classify_part(part) for part in {p for _, _, p in split}}
     if all(info is not None for info in parts.values()):
         modules = {module for module, _, _ in split}
-        down = tuple(f".{p}" for p, info in parts.items() if info[1])
         algorithms.update(info[0] for info in parts.values() if info[0] is not None)
-        for key, entry in tensors.items():
-            if down and key.endswith(down):
-                ranks[int(entry["shape"][0])] += 1
+        for part in [p for p, info in parts.items() if info[1]]:
+            for module in modules:
+                entry = tensors.get(f"{module}.{part}")
+                if entry is not None:
+                    ranks[int(entry["shape"][0])] += 1
     else:
         modules = set()
         for key, entry in tensors.items():
