@@ -248,3 +248,15 @@ def test_card_page_in_a1111_prompt_layout(tmp_path):
         page.click(".lora-ext-card[data-name='demo_color']")
         wait_value(page, prompt, "a cat")
         wait_value(page, neg, "")
+
+        # the cards follow the theme (Gradio's colour variables): dark mode changes their colours
+        colors = (
+            "() => [document.querySelector('.lora-ext-card'), document.querySelector('.lora-ext-search')]"
+        )
+        colors += ".map(e => getComputedStyle(e)).flatMap(c => [c.backgroundColor, c.color])"
+        light = page.evaluate(colors)
+        page.goto(url + "?__theme=dark")
+        page.wait_for_selector(".lora-ext-card[data-name='demo_ink']")
+        dark = page.evaluate(colors)
+        assert all(d != b for d, b in zip(dark, light, strict=True)), (light, dark)
+        screenshot(page, "a1111_layout_dark")
