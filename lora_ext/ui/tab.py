@@ -95,7 +95,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         button = gr.Button(elem_id=f"{prefix}_{what}_button", elem_classes=["lora-ext-hidden"])
         return box, button
 
-    with gr.Column(elem_id=f"{prefix}_tab", elem_classes=["lora-ext-tab"]):
+    with gr.Column(elem_id=f"{prefix}_root", elem_classes=["lora-ext-tab"]):
         with gr.Row(elem_classes=["lora-ext-toolbar"]):
             refresh_button = gr.Button("Refresh", elem_id=f"{prefix}_refresh", size="sm")
             status = gr.HTML("", elem_id=f"{prefix}_status")
