@@ -171,3 +171,23 @@ def test_adapter_config_beside_peft_file_joins_metadata(tmp_path):
     # an unrelated kohya file in the same folder does not pick it up
     save_file({"lora_unet_x.lora_down.weight": torch.ones(1, 2)}, str(tmp_path / "other.safetensors"))
     assert "adapter_config.json" not in read_lora_file(tmp_path / "other.safetensors").metadata
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_full_checkpoint_in_the_lora_folder_is_named_as_such(tmp_path, suffix):
+    state = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.ones(4, 4, 3, 3),
+        "first_stage_model.decoder.conv_in.bias": torch.ones(4),
+    }
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    _assert_problem(read_lora_file(path), path, "checkpoint", "not a lora")
+
+
+def test_comfyui_lora_keys_are_not_a_checkpoint(tmp_path):
+    path = str(tmp_path / "c.safetensors")
+    save_file({"diffusion_model.input_blocks.1.1.proj_in.lora_up.weight": torch.ones(2, 1)}, path)
+    assert isinstance(read_lora_file(path), LoraFile)

@@ -195,3 +195,10 @@ def test_non_finite_found_in_every_float_dtype(tmp_path, dtype):
     save_file(tensors, path)
     result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "neg")
     assert result.layers == {} and "NaN or infinite" in errors(result)[0].message
+
+
+def test_safetensors_without_tensors(tmp_path):
+    path = str(tmp_path / "hollow.safetensors")
+    save_file({}, path, metadata={"ss_output_name": "hollow"})
+    result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "hollow")
+    assert result.layers == {} and "holds no tensors" in errors(result)[0].message

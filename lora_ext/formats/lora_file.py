@@ -50,6 +50,12 @@ def _read_safetensors(path: str) -> LoraFile | Problem:
     header = read_safetensors_header(path)
     if isinstance(header, Problem):
         return header
+    if looks_like_checkpoint(header.tensors):
+        return Problem(
+            path,
+            "this is a full Stable Diffusion checkpoint (it contains the UNet/VAE weights themselves), not a LoRA; "
+            "move it to the checkpoint folder (models/Stable-diffusion).",
+        )
     from safetensors import safe_open
 
     tensors: dict[str, torch.Tensor] = {}
@@ -60,6 +66,25 @@ def _read_safetensors(path: str) -> LoraFile | Problem:
     except Exception as err:  # the library's own errors for files our header check accepted
         return Problem(path, f"cannot read the tensors of this .safetensors file ({err}); download it again.")
     return LoraFile(path=path, tensors=tensors, metadata=dict(header.metadata))
+
+
+#: Key prefixes of whole-model checkpoints (LDM/SGM layout); a LoRA never stores these weights.
+_CHECKPOINT_PREFIXES = (
+    "first_stage_model.",
+    "model.diffusion_model.",
+    "conditioner.embedders.",
+    "cond_stage_model.",
+)
+_ADAPTER_MARKERS = ("lora", "hada_", "lokr_", "oft_", "w_norm", "alpha", "dora")
+_ADAPTER_ENDINGS = (".diff", ".diff_b", ".on_input", ".oft_diag")
+
+
+def looks_like_checkpoint(keys) -> bool:
+    """True when ``keys`` are those of a full model checkpoint: model weights and no adapter part anywhere."""
+    keys = list(keys)
+    if not any(k.startswith(_CHECKPOINT_PREFIXES) for k in keys):
+        return False
+    return not any(k.endswith(_ADAPTER_ENDINGS) or any(m in k for m in _ADAPTER_MARKERS) for k in keys)
 
 
 def _read_pickle(path: str) -> LoraFile | Problem:
@@ -92,6 +117,12 @@ def _read_pickle(path: str) -> LoraFile | Problem:
         return Problem(path, f"the file holds a {type(data).__name__}, not a LoRA state dict.")
     if not tensors:
         return Problem(path, "the file holds no tensors; it is not a LoRA.")
+    if looks_like_checkpoint(tensors):
+        return Problem(
+            path,
+            "this is a full Stable Diffusion checkpoint, not a LoRA; move it to the checkpoint folder "
+            "(models/Stable-diffusion).",
+        )
     return LoraFile(path=path, tensors=tensors, metadata={})
 
 

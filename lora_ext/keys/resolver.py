@@ -246,6 +246,9 @@ def _finish(result: ResolvedLora, report: CoverageReport, label: str) -> None:
     report.layers = _count_layers(result.layers)
     report.algorithms = sorted({a.algo for a in result.layers.values()})
     report.embeddings = sorted(result.embeddings)
+    if not file_has_keys(report):
+        _refuse(result, f"{label} holds no tensors; it is not a LoRA. Remove it or download it again.")
+        return
     if not result.layers and not result.embeddings:
         examples = ", ".join(result.unmatched[:3])
         _refuse(
@@ -270,6 +273,11 @@ def _finish(result: ResolvedLora, report: CoverageReport, label: str) -> None:
     else:
         report.verdict = "ok"
     report.problems = list(result.problems)
+
+
+def file_has_keys(report: CoverageReport) -> bool:
+    """False for a file without a single tensor."""
+    return report.keys_total > 0
 
 
 def _count_layers(layers: dict[Target, LayerAdapter]) -> dict[str, int]:
