@@ -198,3 +198,24 @@ def test_bundled_embeddings_are_handed_over(tmp_path):
         result.embeddings["oldstyle"]["string_to_param"], tensors["bundle_emb.oldstyle.string_to_param.*"]
     )
     assert result.report.keys_matched == 5 and result.report.embeddings == ["mychar", "oldstyle"]
+
+
+def test_text_encoder_paths_with_and_without_text_model_prefix(tmp_path):
+    """transformers 5 drops ``text_model.``: keys and module trees without it resolve to the same layers."""
+    pipe = build_tiny_pipeline("sd1", 0)
+    tensors, expected = {}, set()
+    for name, module in te_linears(pipe.text_encoder):
+        short = name.removeprefix("text_model.")
+        tensors[f"text_encoder.{short}.lora_A.weight"] = torch.randn(2, module.weight.shape[1])
+        tensors[f"text_encoder.{short}.lora_B.weight"] = torch.randn(module.weight.shape[0], 2)
+        expected.add(("te1", name))
+    path = str(tmp_path / "short.safetensors")
+    save_file(tensors, path)
+    file = read_lora_file(path)
+    full = resolve(file, TargetIndex.build(ModelParts.from_diffusers(pipe)), "short")
+    assert full.unmatched == [] and {(t.component, t.canonical) for t in full.layers} == expected
+    bare = ModelParts("sd1", None, {"te1": pipe.text_encoder.text_model})  # a CLIPTextTransformer root
+    on_bare = resolve(file, TargetIndex.build(bare), "short")
+    assert on_bare.unmatched == []
+    assert {(t.component, t.canonical) for t in on_bare.layers} == expected
+    assert all(not t.path.startswith("text_model.") for t in on_bare.layers)

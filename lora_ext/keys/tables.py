@@ -187,19 +187,11 @@ OPENCLIP_TOP_LEVEL: dict[str, str] = {
 #: Fused MultiheadAttention rows, in order (FORMATS.md §10.9).
 MHA_SLICES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj")
 
-#: Module classes the index walks (by class-name match via isinstance in target_index).
-NORM_CLASSES = ("GroupNorm", "LayerNorm")
 
 #: Bundled textual-inversion embeddings (row 27).
 BUNDLE_PREFIX = "bundle_emb."
 
-#: cloneofsimo default target classes (row 26, §10.12).
-CLONEOFSIMO_UNET_CLASSES = ("CrossAttention", "Attention", "GEGLU")
-CLONEOFSIMO_TE_CLASSES = ("CLIPAttention",)
 #: HF CLIPAttention registers its projections in this order.
 CLONEOFSIMO_TE_ORDER = ("k_proj", "v_proj", "q_proj", "out_proj")
 #: diffusers Attention / GEGLU Linear children, in registration order.
 CLONEOFSIMO_UNET_ORDER = ("to_q", "to_k", "to_v", "to_out.0")
-
-#: Architecture names used in reports.
-ARCHITECTURES = ("SD1", "SD2", "SDXL", "SD3", "Flux", "Unknown")
