@@ -44,18 +44,31 @@ def load_cache(path: str | None) -> tuple[dict[str, dict[str, Any]], Problem | N
         )
 
 
-def save_cache(path: str | None, files: dict[str, dict[str, Any]]) -> Problem | None:
-    """Write the records atomically; a Problem (warning) when the folder is not writable."""
+def save_cache(
+    path: str | None, files: dict[str, dict[str, Any]], encoded: dict[str, str] | None = None
+) -> Problem | None:
+    """Write the records atomically; a Problem (warning) when the folder is not writable.
+
+    encoded: path -> that record's JSON text from an earlier save, reused so that saving after a small change
+    encodes only the changed records; the caller drops an entry whenever its record changes. Filled here.
+    """
     if path is None:
         return None
+    encoded = {} if encoded is None else encoded
     folder = os.path.dirname(os.path.abspath(path))
     try:
+        parts = []
+        for key, record in files.items():
+            text = encoded.get(key)
+            if text is None:
+                text = encoded[key] = json.dumps(record, separators=(",", ":"))
+            parts.append(f"{json.dumps(key)}:{text}")
+        body = f'{{"version":{CACHE_VERSION},"files":{{{",".join(parts)}}}}}'
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".lora_ext_cache-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                # dumps, not dump: only the one-shot encoder is the C one (several times faster)
-                handle.write(json.dumps({"version": CACHE_VERSION, "files": files}, separators=(",", ":")))
+                handle.write(body)
             os.replace(tmp, path)
         except BaseException:
             try:

@@ -82,6 +82,9 @@ class LoraLibrary:
         self._refresh_lock = threading.RLock()
         self._hash_lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] | None = None  # cache records, guarded by _refresh_lock
+        self._encoded: dict[
+            str, str
+        ] = {}  # path -> its record as JSON text; dropped whenever the record changes
         self._file_data: dict[str, tuple[list[int], FileData]] = {}
         self._sidecar_data: dict[str, tuple[list[list[Any]], SidecarData]] = {}
         self._hashes: dict[str, tuple[list[int], str, str]] = {}
@@ -147,7 +150,7 @@ class LoraLibrary:
                 self._read_log = None
             report.reads = len(report.read_paths)
             if dirty:
-                problem = save_cache(self.cache_path, self._records or {})
+                problem = save_cache(self.cache_path, self._records or {}, self._encoded)
                 if problem is not None:
                     report.errors.append(problem)
             self.last_report = report
@@ -195,6 +198,7 @@ class LoraLibrary:
             if record is not None and record.get("sfp") != sfp:  # a re-read file keeps its sidecars cached
                 record["sfp"] = sfp
                 record["sidecars"] = sidecars.to_dict()
+                self._encoded.pop(item.path, None)
                 dirty = True
             entry = self._build_entry(item, data, sidecars, preview)
             entries.append(entry)
@@ -204,6 +208,7 @@ class LoraLibrary:
         report.removed.extend(p for p in old.by_path if p not in seen)
         for path in [p for p in records if p not in seen]:
             del records[path]
+            self._encoded.pop(path, None)
             dirty = True
         for table in (self._file_data, self._sidecar_data, self._sort_keys):
             for path in [p for p in table if p not in seen]:
@@ -247,14 +252,14 @@ class LoraLibrary:
         data = read_file_data(item.path, item.ext, item.size)
         if data.cacheable:
             fresh = {"fp": fp, "data": data.to_dict()}
-            if (
-                record is not None and "sidecars" in record
-            ):  # sidecars have their own fingerprint; hashes do not
+            if record is not None and "sidecars" in record:  # sidecars have their own fingerprint, hashes not
                 fresh["sfp"], fresh["sidecars"] = record.get("sfp"), record["sidecars"]
             records[item.path] = fresh
+            self._encoded.pop(item.path, None)
             self._file_data[item.path] = (fp, data)
         else:
             records.pop(item.path, None)
+            self._encoded.pop(item.path, None)
             self._file_data.pop(item.path, None)
         return data, True
 
@@ -517,8 +522,9 @@ class LoraLibrary:
                     record = (self._records or {}).get(current.path)
                     if record is not None and record.get("fp") == fp:
                         record["hashes"] = {"addnet": addnet, "sha256": full}
+                        self._encoded.pop(current.path, None)
                         if persist:
-                            save_cache(self.cache_path, self._records or {})
+                            save_cache(self.cache_path, self._records or {}, self._encoded)
         if known is None:
             if embedded is None:
                 return None
@@ -569,4 +575,4 @@ class LoraLibrary:
     def save_cache(self) -> Problem | None:
         """Write the cache file now (refresh and single hash computations do this themselves)."""
         with self._refresh_lock:
-            return save_cache(self.cache_path, self._records or {})
+            return save_cache(self.cache_path, self._records or {}, self._encoded)
