@@ -27,8 +27,8 @@ class LoraLoader:
     def __init__(self, max_cached: int = 4) -> None:
         self.max_cached = max(0, int(max_cached))
         self._files: OrderedDict[FileKey, LoraFile] = OrderedDict()
-        self._resolved: OrderedDict[tuple[FileKey, tuple[int, ...], str], ResolvedLora] = OrderedDict()
-        self._index: tuple[tuple[int, ...], TargetIndex] | None = None
+        self._resolved: OrderedDict[tuple[FileKey, tuple, str], ResolvedLora] = OrderedDict()
+        self._index: tuple[tuple, TargetIndex] | None = None
 
     @staticmethod
     def file_key(path: str) -> FileKey | Problem:
@@ -57,8 +57,8 @@ class LoraLoader:
 
     def index_for(self, parts: ModelParts) -> TargetIndex:
         """The target index of ``parts``, rebuilt only when the part modules change."""
-        identity = parts.identity()
-        if self._index is None or self._index[0] != identity or self._index[1].parts is not parts:
+        identity = (*parts.identity(), parts.family)
+        if self._index is None or self._index[0] != identity:
             self._index = (identity, TargetIndex.build(parts))
         return self._index[1]
 
@@ -67,7 +67,7 @@ class LoraLoader:
         key = self.file_key(path)
         if isinstance(key, Problem):
             return key
-        cache_key = (key, parts.identity(), name)
+        cache_key = (key, (*parts.identity(), parts.family), name)
         cached = self._resolved.get(cache_key)
         if cached is not None:
             self._resolved.move_to_end(cache_key)

@@ -87,3 +87,14 @@ def test_resolve_problem_for_missing_and_broken_files(tmp_path):
     broken.write_bytes(b"\xff" * 20)
     result = loader.resolve(str(broken), parts, "broken")
     assert isinstance(result, Problem) and result.subject == str(broken)
+
+
+def test_index_is_reused_for_the_same_modules_and_rebuilt_for_others():
+    from lora_ext.demo import build_tiny_pipeline
+
+    loader = LoraLoader()
+    pipe = build_tiny_pipeline("sd1", 0)
+    first = loader.index_for(ModelParts.from_diffusers(pipe))
+    assert loader.index_for(ModelParts.from_diffusers(pipe)) is first
+    assert loader.index_for(ModelParts.from_diffusers(pipe, family="sd2")) is not first
+    assert loader.index_for(ModelParts.from_diffusers(build_tiny_pipeline("sd1", 0))) is not first
