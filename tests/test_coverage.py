@@ -121,7 +121,7 @@ def test_refused_report_summary_names_the_reason(tmp_path):
     xl = ModelParts.from_diffusers(build_tiny_pipeline("sdxl", 0))
     report = resolve(read_lora_file(path), TargetIndex.build(xl), "cov").report
     assert report.verdict == "refused"
-    assert report.summary().startswith("cov: refused: cov.safetensors is a SD1 LoRA")
+    assert report.summary().startswith("cov: refused: cov.safetensors is an SD1 LoRA")
     assert all(isinstance(p, Problem) for p in report.problems)
     json.dumps(report.to_dict())
 

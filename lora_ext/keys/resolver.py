@@ -45,7 +45,8 @@ def resolve(file: LoraFile, index: TargetIndex, name: str) -> ResolvedLora:
     if file_arch != "Unknown" and model_arch != "Unknown" and file_arch != model_arch:
         _refuse(
             result,
-            f"{label} is a {file_arch} LoRA ({'; '.join(evidence)}) but the loaded model is {model_arch}; "
+            f"{label} is {_article(file_arch)} {file_arch} LoRA ({'; '.join(evidence)}) but the loaded model is "
+            f"{model_arch}; "
             f"it was not applied. Use it with a {file_arch} checkpoint.",
         )
         return result
@@ -88,7 +89,9 @@ def _drop_misfits(result: ResolvedLora, label: str, model_arch: str, file_arch: 
         return False
     total = len(misfits) + len(result.layers)
     if len(misfits) * 2 > total:
-        made_for = f"a {file_arch} model" if file_arch != "Unknown" else "another base model"
+        made_for = (
+            f"{_article(file_arch)} {file_arch} model" if file_arch != "Unknown" else "another base model"
+        )
         _refuse(
             result,
             f"{label} does not fit the loaded {model_arch} model: {len(misfits)} of {total} layers have other "
@@ -229,8 +232,15 @@ def _add_embedding(result: ResolvedLora, key: str, tensor: torch.Tensor) -> None
     result.embeddings.setdefault(token, {})[kind] = tensor
 
 
+def _article(arch: str) -> str:
+    """ "an" before names read with a vowel sound (SD1 = "ess-dee"), else "a"."""
+    return "an" if arch[:1] in "SAEFIOU" else "a"
+
+
 def _refuse(result: ResolvedLora, message: str, details: tuple[str, ...] = ()) -> None:
+    """Nothing of this file is applied: no layers, no embeddings, an error Problem, verdict "refused"."""
     result.layers = {}
+    result.embeddings = {}
     result.problems.append(Problem(result.path, message, severity="error", details=details))
     report = result.report
     report.verdict = "refused"
