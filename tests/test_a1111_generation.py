@@ -201,3 +201,20 @@ def test_interrupted_generation_ends_restored(webui, lora_store):
     processed, _ = webui.txt2img("a photo <lora:x:1>", n_iter=3, sampling_probe=interrupt)
     assert len(processed.images) == 1
     assert same_state(state(model), original) == []
+
+
+@pytest.mark.parametrize("callback", ["script_unloaded", "before_reload"])
+def test_exception_then_unload_or_reload_restores(webui, lora_store, callback):
+    from modules import script_callbacks
+
+    model = webui.load_model("sd1")
+    original = state(model)
+    install(lora_store["x_sd1"], webui.lora_dir, "x")
+    with pytest.raises(RuntimeError):
+        webui.txt2img("a photo <lora:x:1>", sampling_probe=Probe(model, raise_in="hires"), enable_hr=True)
+    assert same_state(state(model), original) != []
+    if callback == "script_unloaded":
+        script_callbacks.script_unloaded_callback()
+    else:
+        script_callbacks.before_reload_callback()
+    assert same_state(state(model), original) == []
