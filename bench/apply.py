@@ -13,6 +13,7 @@ apply ≤ 1.3·(M + G), restore ≤ 1.2·M; ≥ 30× faster than diffusers load 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import statistics
@@ -28,6 +29,15 @@ import torch
 from bench.sd15_shapes import build_sd15, target_modules, write_kohya_lora
 
 MiB = 1024 * 1024
+
+
+def trim() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc), so RSS figures show live memory only."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def rss() -> int:
@@ -97,7 +107,7 @@ def floors(targets: dict, lora_file, repeats: int) -> tuple[float, float]:
     return m_ms, g_ms
 
 
-def bench_patcher(parts, paths: list[Path], strategy: str, repeats: int) -> dict[str, float]:
+def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeats: int) -> dict[str, float]:
     from lora_ext.adapters import ActiveLora
     from lora_ext.engine import LoraLoader
     from lora_ext.patcher import Patcher
@@ -128,17 +138,40 @@ def bench_patcher(parts, paths: list[Path], strategy: str, repeats: int) -> dict
         lambda: patcher.apply(set_bc), repeats, lambda: (patcher.restore(), patcher.apply(set_a))
     )
     patcher.restore()
+    fused = Patcher(strategy, fuse=True)
+    out["switch_fused"] = median_ms(
+        lambda: fused.apply(set_bc), repeats, lambda: (fused.restore(), fused.apply(set_a))
+    )
+    fused.restore()
+    # restore without the cost of freeing: the patched tensors are kept alive by a list until afterwards
+    keep: list = []
+
+    def patched_and_pinned() -> None:
+        patcher.restore()
+        keep.clear()
+        patcher.apply(set_a)
+        keep.extend(m.weight.data for m in targets.values())
+
+    out["restore_no_free"] = median_ms(patcher.restore, repeats, patched_and_pinned)
+    keep.clear()
+
+    def parse_resolve() -> None:
+        fresh = LoraLoader(max_cached=2)
+        fresh.index_for(parts)
+        fresh.resolve(str(paths[0]), parts, paths[0].stem)
+
+    out["parse_resolve"] = median_ms(parse_resolve, repeats)
     patcher.apply(set_a)
     out["unchanged"] = median_ms(lambda: patcher.apply(set_a), repeats)
     out["held_patched_MiB"] = patcher.held_bytes() / MiB
     patcher.restore()
-    gc.collect()
+    trim()
     before = rss()
     with PeakRss() as peak:
         patcher.apply(set_a)
     out["peak_extra_MiB"] = peak.extra / MiB
     patcher.restore()
-    gc.collect()
+    trim()
     out["held_after_restore_MiB"] = max(0, rss() - before) / MiB
     out["held_by_patcher_after_restore_B"] = patcher.held_bytes()
     return out
@@ -160,6 +193,8 @@ def bench_diffusers(unet, te, path: Path, repeats: int) -> tuple[float, float]:
         pipe.load_lora_weights(str(path.parent), weight_name=path.name)
         pipe.fuse_lora(lora_scale=1.0)
         load.append((time.perf_counter() - start) * 1000)
+        wrapped = sum(name.endswith("lora_A") for m in (unet, te) for name, _ in m.named_modules())
+        assert wrapped == 264, f"diffusers loaded {wrapped} of 264 LoRA layers"
         start = time.perf_counter()
         pipe.unfuse_lora()
         pipe.unload_lora_weights()
@@ -178,8 +213,11 @@ def report(dtype: str, m_ms: float, g_ms: float, results: dict[str, dict], diffu
     rows = [
         ("apply (parsed, cached)", "apply"),
         ("apply (cold, page cache)", "apply_cold"),
+        ("  of which parse + resolve (fresh loader)", "parse_resolve"),
         ("restore", "restore"),
+        ("  same, freeing the patched tensors excluded", "restore_no_free"),
         ("switch A → B(0.7)+C(−0.5)", "switch"),
+        ("  same, B and C fused into one product", "switch_fused"),
         ("apply unchanged set", "unchanged"),
         ("peak extra RAM during apply, MiB", "peak_extra_MiB"),
         ("backups held while patched, MiB", "held_patched_MiB"),
@@ -250,7 +288,9 @@ def main(argv: list[str]) -> int:
             unet.to(dtype)
             te.to(dtype)
             m_ms, g_ms = floors(targets, paths[0], args.repeats)
-            results = {s: bench_patcher(parts, paths, s, args.repeats) for s in args.strategies.split(",")}
+            results = {
+                s: bench_patcher(parts, targets, paths, s, args.repeats) for s in args.strategies.split(",")
+            }
             diffusers = None
             if dtype == torch.float32 and not args.no_diffusers:
                 diffusers = bench_diffusers(unet, te, paths[0], args.diffusers_repeats)

@@ -75,10 +75,12 @@ class Patcher:
 
     strategy: "swap" (restore is a pointer swap; both versions live on the weight's device while patched), "copy"
     (patch in place, pristine copy in CPU memory, pinned for GPU weights) or "auto" (swap on CPU, copy on GPUs).
-    fuse: add the plain LoRA factors of one tensor as a single concatenated product.
+    fuse: add the plain LoRA factors of one tensor as a single concatenated product ``[m₁s₁U₁|m₂s₂U₂]·[D₁;D₂]``
+        instead of one ``addmm_`` per LoRA. None (default) fuses on accelerators only: on CPU the products are
+        compute-bound and fusing measured 5–25 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
     """
 
-    def __init__(self, strategy: str = "auto", fuse: bool = True) -> None:
+    def __init__(self, strategy: str = "auto", fuse: bool | None = None) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
         self.strategy = strategy
@@ -221,7 +223,12 @@ class Patcher:
         self._applied[key] = rec
         bias = getattr(slot.module, slot.bias_attr, None)
         outcome: SlotResult = compute_slot(
-            slot, w0, None if bias is None else bias.detach(), out, out_holds_w0=reuse is None, fuse=self.fuse
+            slot,
+            w0,
+            None if bias is None else bias.detach(),
+            out,
+            out_holds_w0=reuse is None,
+            fuse=self.fuse if self.fuse is not None else current.device.type != "cpu",
         )
         for contribution, reason in outcome.skipped:
             skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))

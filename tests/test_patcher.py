@@ -126,9 +126,10 @@ def test_zero_multiplier_leaves_every_weight_bit_identical(strategy):
     assert unet_targets and all(after[n] != before[n] for n in unet_targets)
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_order_of_the_active_list_does_not_change_a_single_bit(dtype, strategy):
+def test_order_of_the_active_list_does_not_change_a_single_bit(dtype, strategy, fuse):
     rng = random.Random(3)
     ref_net = tiny_net(dtype)
     loras = [random_lora(ref_net, f"o{i}", rng) for i in range(3)]
@@ -144,7 +145,7 @@ def test_order_of_the_active_list_does_not_change_a_single_bit(dtype, strategy):
         for i in order:
             layers = {_retarget(t, mods): a for t, a in loras[i].layers.items()}
             entries.append(ActiveLora(ResolvedLora(loras[i].name, loras[i].path, layers), mults[i], mults[i]))
-        assert Patcher(strategy).apply(entries).ok
+        assert Patcher(strategy, fuse=fuse).apply(entries).ok
         snaps.append(snapshot(net))
     assert snaps[0] == snaps[1] == snaps[2]
     assert snaps[0] != snapshot(tiny_net(dtype))
