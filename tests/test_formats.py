@@ -191,3 +191,9 @@ def test_comfyui_lora_keys_are_not_a_checkpoint(tmp_path):
     path = str(tmp_path / "c.safetensors")
     save_file({"diffusion_model.input_blocks.1.1.proj_in.lora_up.weight": torch.ones(2, 1)}, path)
     assert isinstance(read_lora_file(path), LoraFile)
+
+
+def test_file_shorter_than_the_length_field(tmp_path):
+    path = tmp_path / "stub.safetensors"
+    path.write_bytes(b"\x10\x00\x00")
+    _assert_problem(read_lora_file(path), path, "only 3 bytes")
