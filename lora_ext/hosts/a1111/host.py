@@ -13,6 +13,7 @@ behind the patcher's back (a model coming back from the webui's memory cache).
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,7 +173,13 @@ class A1111Host:
         if not_found:
             messages.not_found(p, not_found, activation.messages)
 
+        started = time.perf_counter()
         result = state.patcher.apply(active)
+        if result.changed and activation.active:  # the one-time patch cost, visible in the console (USERS P1)
+            names = ", ".join(req.name for req, _, _ in activation.active)
+            messages.console(
+                f"applied {names}: {result.visited} tensors in {time.perf_counter() - started:.2f} s"
+            )
         activation.messages += [str(problem) for problem in result.problems]
         if result.failed:
             activation.active = []
