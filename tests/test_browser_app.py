@@ -149,6 +149,20 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         wait_value(page, prompt, "a cat")
         screenshot(page, "app_cards")
 
+        # card settings of the standalone app: default weight and "refer to LoRA by"
+        page.click("#lora_ext_app_settings")
+        page.fill("#lora_ext_app_settings input[type=number]", "0.7")
+        page.press("#lora_ext_app_settings input[type=number]", "Enter")
+        page.fill(prompt, "")
+        page.wait_for_function(
+            "() => { const d = document.querySelector('#lora_ext_data .lora-ext-data');"
+            " return JSON.parse(d.textContent).default_multiplier === 0.7; }"
+        )
+        page.click(".lora-ext-card[data-name='zeta']")
+        wait_value(page, prompt, "<lora:zeta:0.7>")
+        page.click(".lora-ext-card[data-name='zeta']")
+        wait_value(page, prompt, "")
+
         # generation: with the tag the image differs from without it, and the info shows the coverage
         page.fill(prompt, "a cat <lora:style:1>")
         page.click("#lora_ext_app_generate")
@@ -205,7 +219,7 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
             ".innerText.includes('mountain')"
         )
         page.click(".lora-ext-card[data-name='style']")
-        wait_value(page, prompt, "<lora:style:1> inkwash style, mountain")
+        wait_value(page, prompt, "<lora:style:0.7> inkwash style, mountain")  # default weight set above
 
 
 def test_card_page_in_a1111_prompt_layout(tmp_path):

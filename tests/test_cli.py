@@ -84,3 +84,15 @@ def test_model_flag_loads_a_diffusers_folder(lora_dir, tmp_path):
 def test_missing_model_is_a_message(tmp_path, capsys):
     assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "nowhere")]) == 2
     assert "Model not found" in capsys.readouterr().err
+
+
+def test_generation_reports_each_step(lora_dir):
+    from lora_ext.ui.runtime import generate, open_runtime
+
+    rt = open_runtime(None, [str(lora_dir)])
+    seen = []
+    gen = generate(
+        rt, "a cat <lora:style:1>", steps=3, on_step=lambda done, total: seen.append((done, total))
+    )
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert gen.applied.active

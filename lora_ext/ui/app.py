@@ -70,9 +70,12 @@ def info_html(lines: list[str]) -> str:
 def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = APP_PREFIX) -> Any:
     """The app's Blocks. ``prompt_prefix`` names the prompt ids (``txt2img`` gives an A1111-like page)."""
     last: dict[str, Any] = {"image": None}
+    settings: dict[str, Any] = {"multiplier": 1.0, "name": "alias"}
     host = TabHost(
         library=runtime.library,
         model_arch=lambda: runtime.host.architecture,
+        default_multiplier=lambda: settings["multiplier"],
+        preferred_name=lambda: settings["name"],
         coverage=coverage_for(runtime),
         last_image=lambda: last["image"],
         preview_url=library_preview_url(runtime.library),
@@ -93,8 +96,14 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         kwargs["head"] = "<script>" + extension_js().replace("</", "<\\/") + "</script>"
 
     def run(prompt: str, negative: str, seed: float, steps: float, progress=gr.Progress()):  # noqa: B008
-        progress(0, desc="Applying LoRAs and generating")
-        gen = generate(runtime, prompt or "", negative or "", seed=int(seed or 0), steps=int(steps))
+        progress(0, desc="Applying LoRAs")
+
+        def on_step(step: int, total: int) -> None:
+            progress((step, total), desc="Generating", unit="steps")
+
+        gen = generate(
+            runtime, prompt or "", negative or "", seed=int(seed or 0), steps=int(steps), on_step=on_step
+        )
         last["image"] = gen.images[0]
         progress(1, desc="Done")
         lines = gen.applied.info_lines() or ["No LoRA tag in the prompt."]
@@ -114,7 +123,24 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
                 info = gr.HTML("", elem_id=f"{prompt_prefix}_info")
         with gr.Tabs():
             with gr.Tab("LoRA", elem_id=f"{prefix}_tabitem"):
-                build_lora_tab(host, prefix)
+                with gr.Accordion("Card settings", open=False, elem_id=f"{prompt_prefix}_settings"):
+                    with gr.Row():
+                        multiplier = gr.Number(
+                            value=1.0,
+                            label="Default weight (LoRAs without a preferred weight; negative allowed)",
+                        )
+                        name_choice = gr.Radio(
+                            ["Alias from file", "Filename"], value="Alias from file", label="Refer to LoRA by"
+                        )
+                tab = build_lora_tab(host, prefix)
+
+        def set_settings(value: float, choice: str) -> str:
+            settings["multiplier"] = float(value) if value is not None else 1.0
+            settings["name"] = "filename" if choice == "Filename" else "alias"
+            return tab.render()
+
+        multiplier.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
+        name_choice.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
         button.click(run, inputs=[prompt, negative, seed, steps], outputs=[gallery, info])
         if _gradio_major() < 4:
             demo.load(None, None, None, _js=js)

@@ -4,9 +4,10 @@ demo LoRA folder, the library, one generation, and the comparison grid. No Gradi
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,18 +119,39 @@ def open_runtime(
     )
 
 
-def generate(runtime: Runtime, prompt: str, negative: str = "", seed: int = 0, **overrides: Any):
-    """One image with the LoRAs tagged in ``prompt``; returns ``lora_ext.hosts.diffusers_host.Generation``."""
+def generate(
+    runtime: Runtime,
+    prompt: str,
+    negative: str = "",
+    seed: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
+    **overrides: Any,
+):
+    """One image with the LoRAs tagged in ``prompt``; returns ``lora_ext.hosts.diffusers_host.Generation``.
+
+    on_step(done, total) is called after every denoising step when the pipeline supports
+    ``callback_on_step_end``. overrides: width, height, steps.
+    """
     import torch
 
     d = runtime.defaults
+    steps = int(overrides.get("steps", d["steps"]))
+    kwargs: dict[str, Any] = {}
+    if on_step is not None and "callback_on_step_end" in inspect.signature(runtime.pipe.__call__).parameters:
+
+        def callback(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            on_step(step + 1, steps)
+            return tensors
+
+        kwargs["callback_on_step_end"] = callback
     return runtime.host.generate(
         prompt,
         negative_prompt=negative or None,
         width=int(overrides.get("width", d["width"])),
         height=int(overrides.get("height", d["height"])),
-        num_inference_steps=int(overrides.get("steps", d["steps"])),
+        num_inference_steps=steps,
         generator=torch.Generator().manual_seed(int(seed)),
+        **kwargs,
     )
 
 

@@ -51,13 +51,18 @@ class TabHost:
 
 @dataclass
 class LoraTab:
-    """Handles to the tab's components (for hosts that wire more events)."""
+    """Handles to the tab's components (for hosts that wire more events).
+
+    render: () -> new value of ``data`` (the card records as they are now); a host that changes a setting the
+    cards depend on (default multiplier, preferred name, loaded model) outputs ``render()`` to ``data``.
+    """
 
     prefix: str
     data: Any
     refresh: Any
     status: Any
     selected: Any
+    render: Callable[[], str]
     components: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,6 +217,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         refresh=refresh_button,
         status=status,
         selected=sel_name,
+        render=data_now,
         components={"info": info, "activation": activation, "save": save, "preview": preview},
     )
 
