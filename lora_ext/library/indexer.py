@@ -1,0 +1,293 @@
+"""Builds library snapshots: walks the roots and re-reads only what changed, backed by the persistent cache.
+
+An ``Indexer`` is not thread-safe by itself; ``LoraLibrary`` calls it under its refresh lock. What it produces,
+a ``Snapshot``, is immutable and shared freely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from lora_ext.errors import Problem
+from lora_ext.library import arch as arch_rules
+from lora_ext.library.cache import load_cache, save_cache
+from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry, RefreshReport
+from lora_ext.library.filedata import FileData, read_file_data
+from lora_ext.library.names import NameIndex
+from lora_ext.library.natural import natural_key
+from lora_ext.library.paths import safe_path
+from lora_ext.library.reads import ReadCounter
+from lora_ext.library.scan import FoundFile, walk_roots
+from lora_ext.library.sidecars import SidecarData, find_preview, read_sidecars
+
+#: Fingerprint of a file whose last read failed for a reason that may pass (permissions): never equal to a real one.
+_RETRY = ("retry",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One immutable state of the library: entries in natural order, the name index, and what each entry was
+    built from (``fingerprints``: path -> (size/mtime, sidecar stats, preview, relpath, root, hidden))."""
+
+    entries: tuple[LoraEntry, ...] = ()
+    index: NameIndex = dataclasses.field(default_factory=lambda: NameIndex(()))
+    by_path: dict[str, LoraEntry] = dataclasses.field(default_factory=dict)
+    fingerprints: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+
+
+class Indexer:
+    """Walks ``roots`` and turns files into entries, reusing earlier work keyed by (size, mtime_ns).
+
+    Three layers of reuse: the previous snapshot's entry (nothing about the file changed), parsed data held in
+    memory, and the cache file's records (a new process). Sidecars have their own fingerprint, and each sidecar
+    file is re-read only when its own (size, mtime_ns) changed.
+    """
+
+    def __init__(
+        self,
+        roots: list[str],
+        cache_path: str | None,
+        skip_hidden: bool,
+        allow_external_links: bool,
+        preview_extension: str | None,
+        counter: ReadCounter,
+    ):
+        self.roots = roots
+        self.cache_path = cache_path
+        self.skip_hidden = skip_hidden
+        self.allow_external_links = allow_external_links
+        self.preview_extension = preview_extension
+        self.counter = counter
+        self.records: dict[str, dict[str, Any]] | None = None  # the cache file's content once loaded
+        self.encoded: dict[str, str] = {}  # path -> its record as JSON text; dropped when the record changes
+        self._file_data: dict[str, tuple[list[int], FileData]] = {}
+        self._sidecar_data: dict[str, tuple[list[list[Any]], SidecarData]] = {}
+        self._sort_keys: dict[str, tuple] = {}
+        self._texts: dict[str, tuple[tuple[int, int], str]] = {}  # sidecar path -> ((size, mtime_ns), text)
+
+    # ----------------------------------------------------------------------------------------------- cache
+    def save(self) -> Problem | None:
+        """Write the cache file (only changed records are re-encoded)."""
+        return save_cache(self.cache_path, self.records or {}, self.encoded)
+
+    def cached_hashes(self, path: str, fp: list[int]) -> tuple[str, str] | None:
+        """(addnet, sha256) stored for ``path`` at fingerprint ``fp``, or None. Safe without the refresh lock
+        (single dict reads)."""
+        record = (self.records or {}).get(path)
+        hashes = record.get("hashes") if record is not None and record.get("fp") == fp else None
+        if (
+            isinstance(hashes, dict)
+            and isinstance(hashes.get("addnet"), str)
+            and isinstance(hashes.get("sha256"), str)
+        ):
+            return hashes["addnet"], hashes["sha256"]
+        return None
+
+    def store_hashes(self, path: str, fp: list[int], addnet: str, sha256: str) -> bool:
+        """Remember hashes in the record of ``path`` when it still has fingerprint ``fp``; True when stored."""
+        record = (self.records or {}).get(path)
+        if record is None or record.get("fp") != fp:
+            return False
+        record["hashes"] = {"addnet": addnet, "sha256": sha256}
+        self.encoded.pop(path, None)
+        return True
+
+    # ----------------------------------------------------------------------------------------------- refresh
+    def refresh(self, old: Snapshot, report: RefreshReport) -> tuple[Snapshot, bool]:
+        """A snapshot of the roots now (``old`` itself when nothing changed) and whether the cache needs saving."""
+        dirty = False
+        if self.records is None:
+            self.records, problem = load_cache(self.cache_path)
+            if problem is not None:
+                report.errors.append(problem)
+                dirty = True
+        found, problems = walk_roots(self.roots, self.skip_hidden, self.allow_external_links)
+        report.errors.extend(problems)
+        found = self._sorted_unique(found)
+        entries: list[LoraEntry] = []
+        fingerprints: dict[str, tuple[Any, ...]] = {}
+        for item in found:
+            fp = [item.size, item.mtime_ns]
+            sfp = [list(s) for s in item.sidecar_stats]
+            preview = self._preview_path(item)
+            key = (fp, sfp, preview, item.relpath, item.root, item.hidden)
+            previous = old.by_path.get(item.path)
+            if previous is not None and old.fingerprints.get(item.path) == key:
+                entry = previous
+            else:
+                entry, cacheable, changed = self._entry_for(item, fp, sfp, preview)
+                dirty = dirty or changed
+                key = key if cacheable else _RETRY
+                (report.changed if previous is not None else report.added).append(item.path)
+            entries.append(entry)
+            fingerprints[item.path] = key
+            report.errors.extend(entry.problems)
+        seen = set(fingerprints)
+        report.removed.extend(p for p in old.by_path if p not in seen)
+        dirty = self._forget_missing(seen, found) or dirty
+        same = len(entries) == len(old.entries) and all(
+            a is b for a, b in zip(entries, old.entries, strict=True)
+        )
+        if same and not report.removed:
+            report.duplicates.extend(old.index.duplicates)
+            return old, dirty
+        snapshot = Snapshot(
+            entries=tuple(entries),
+            index=NameIndex(entries),
+            by_path={e.path: e for e in entries},
+            fingerprints=fingerprints,
+        )
+        report.duplicates.extend(snapshot.index.duplicates)
+        return snapshot, dirty
+
+    def _sorted_unique(self, found: list[FoundFile]) -> list[FoundFile]:
+        """Root order, then natural path order; a file reached through two roots (nested roots) once."""
+        root_order = {root: i for i, root in enumerate(self.roots)}
+        sort_keys = self._sort_keys
+        for item in found:
+            if item.path not in sort_keys:
+                sort_keys[item.path] = natural_key(item.relpath + item.ext)
+        found.sort(key=lambda f: (root_order[f.root], sort_keys[f.path]))
+        seen: set[str] = set()
+        unique = []
+        for item in found:
+            if item.path not in seen:
+                seen.add(item.path)
+                unique.append(item)
+        return unique
+
+    def _entry_for(self, item: FoundFile, fp, sfp, preview) -> tuple[LoraEntry, bool, bool]:
+        """(entry, whether its data may be cached, whether the cache changed)."""
+        records = self.records if self.records is not None else {}
+        data, data_changed = self._file_data_for(item, fp, records)
+        sidecars, sidecars_changed = self._sidecars_for(item, sfp, records)
+        record = records.get(item.path)
+        if record is not None and record.get("sfp") != sfp:  # a re-read file keeps its sidecars cached
+            record["sfp"], record["sidecars"] = sfp, sidecars.to_dict()
+            self.encoded.pop(item.path, None)
+            sidecars_changed = True
+        return build_entry(item, data, sidecars, preview), data.cacheable, data_changed or sidecars_changed
+
+    def _file_data_for(self, item: FoundFile, fp: list[int], records: dict[str, dict[str, Any]]):
+        held = self._file_data.get(item.path)
+        if held is not None and held[0] == fp:
+            return held[1], False
+        record = records.get(item.path)
+        if record is not None and record.get("fp") == fp and "data" in record:
+            try:
+                data = FileData.from_dict(record["data"])
+                self._file_data[item.path] = (fp, data)
+                return data, False
+            except (KeyError, TypeError, ValueError):
+                pass
+        if item.ext == ".safetensors":  # other containers are not opened (their header would need unpickling)
+            self.counter.count(item.path)
+        data = read_file_data(item.path, item.ext, item.size)
+        self.encoded.pop(item.path, None)
+        if data.cacheable:
+            fresh: dict[str, Any] = {"fp": fp, "data": data.to_dict()}
+            if record is not None and "sidecars" in record:  # sidecars have their own fingerprint; hashes not
+                fresh["sfp"], fresh["sidecars"] = record.get("sfp"), record["sidecars"]
+            records[item.path] = fresh
+            self._file_data[item.path] = (fp, data)
+        else:
+            records.pop(item.path, None)
+            self._file_data.pop(item.path, None)
+        return data, True
+
+    def _sidecars_for(self, item: FoundFile, sfp: list[list[Any]], records: dict[str, dict[str, Any]]):
+        held = self._sidecar_data.get(item.path)
+        if held is not None and held[0] == sfp:
+            return held[1], False
+        record = records.get(item.path)
+        if record is not None and record.get("sfp") == sfp and "sidecars" in record:
+            try:
+                data = SidecarData.from_dict(record["sidecars"])
+                self._sidecar_data[item.path] = (sfp, data)
+                return data, False
+            except (KeyError, TypeError, ValueError):
+                pass
+        folder = os.path.dirname(item.path)
+        data = read_sidecars(folder, item.name, [s[0] for s in sfp], self._sidecar_reader(folder, sfp))
+        self._sidecar_data[item.path] = (sfp, data)
+        return data, True
+
+    def _sidecar_reader(self, folder: str, sfp: list[list[Any]]):
+        """A ``read_text`` that re-reads a sidecar only when its own (size, mtime_ns) changed since the last read."""
+        stats = {os.path.join(folder, name): (size, mtime_ns) for name, size, mtime_ns in sfp}
+
+        def read(path: str) -> str:
+            stat = stats.get(path)
+            held = self._texts.get(path)
+            if held is not None and stat is not None and held[0] == stat:
+                return held[1]
+            text = self.counter.read_text(path)
+            if stat is not None:
+                self._texts[path] = (stat, text)
+            return text
+
+        return read
+
+    def _preview_path(self, item: FoundFile) -> str | None:
+        folder = os.path.dirname(item.path)
+
+        def inside(name: str) -> bool:  # a preview that is a link out of the roots is never offered
+            path = os.path.join(folder, name)
+            if self.allow_external_links or not os.path.islink(path):
+                return True
+            return not isinstance(safe_path(path, self.roots), Problem)
+
+        name = find_preview(item.name, item.siblings, self.preview_extension, inside)
+        return os.path.join(folder, name) if name else None
+
+    def _forget_missing(self, seen: set[str], found: list[FoundFile]) -> bool:
+        """Drop memory and cache records of files that are gone; True when the cache changed."""
+        records = self.records if self.records is not None else {}
+        gone = [p for p in records if p not in seen]
+        for path in gone:
+            del records[path]
+            self.encoded.pop(path, None)
+        for table in (self._file_data, self._sidecar_data, self._sort_keys):
+            for path in [p for p in table if p not in seen]:
+                del table[path]
+        live = {os.path.join(os.path.dirname(i.path), s[0]) for i in found for s in i.sidecar_stats}
+        for path in [p for p in self._texts if p not in live]:
+            del self._texts[path]
+        return bool(gone)
+
+
+def build_entry(item: FoundFile, data: FileData, sidecars: SidecarData, preview: str | None) -> LoraEntry:
+    """The entry for one found file from its header data, its sidecars and its preview path."""
+    user = sidecars.user_metadata
+    civitai_arch = sidecars.civitai.arch if sidecars.civitai is not None else None
+    arch, arch_source = arch_rules.combine(data.detection, user, civitai_arch)
+    description = user.get("description")
+    if not isinstance(description, str) or not description.strip():
+        description = sidecars.text_description
+    alias = data.metadata.get("ss_output_name")
+    if preview is None and data.cover_count:
+        preview = EMBEDDED_PREVIEW + "0"
+    return LoraEntry(
+        name=item.name,
+        alias=alias.strip() if isinstance(alias, str) and alias.strip() else item.name,
+        relpath=item.relpath,
+        path=item.path,
+        root=item.root,
+        ext=item.ext,
+        size=item.size,
+        mtime=item.mtime,
+        ctime=item.ctime,
+        hidden=item.hidden,
+        metadata=data.metadata,
+        arch=arch,
+        arch_source=arch_source,
+        summary=data.summary,
+        description=description,
+        preview=preview,
+        cover_count=data.cover_count,
+        civitai=sidecars.civitai,
+        user_metadata=user,
+        problems=data.problems + sidecars.problems,
+    )
