@@ -81,9 +81,11 @@ def test_model_flag_loads_a_diffusers_folder(lora_dir, tmp_path):
         assert a.tobytes() == b.tobytes()  # the same weights, loaded from disk instead of built in-process
 
 
-def test_missing_model_is_a_message(tmp_path, capsys):
+def test_missing_model_or_lora_dir_is_a_message(tmp_path, capsys):
     assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "nowhere")]) == 2
     assert "Model not found" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", "--lora-dir", str(tmp_path / "nowhere")]) == 2
+    assert "LoRA folder not found" in capsys.readouterr().err
 
 
 def test_generation_reports_each_step(lora_dir):

@@ -105,6 +105,9 @@ def open_runtime(
     if isinstance(pipe, Problem):
         return pipe
     dirs = [str(Path(d).resolve()) for d in lora_dirs]
+    missing = [d for d in dirs if not Path(d).is_dir()]
+    if missing:
+        return Problem(missing[0], "LoRA folder not found. Check the --lora-dir path.")
     if not dirs:
         demo_dir = Path(home) / "loras"
         if not ensure_demo_loras(demo_dir, pipe):
