@@ -6,7 +6,7 @@ registration order (§2); exceptions in callbacks are reported through ``modules
 
 from __future__ import annotations
 
-import inspect
+import sys
 from collections import namedtuple
 
 from modules import errors
@@ -45,8 +45,10 @@ def clear_callbacks():
 
 
 def _add_callback(category, fun, *, name=None):
-    stack = [x for x in inspect.stack() if x.filename != __file__]
-    filename = stack[0].filename if stack else "unknown file"
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    filename = frame.f_code.co_filename if frame is not None else "unknown file"
     callback_map[category].append(ScriptCallback(filename, fun, name or f"{filename}/{category}"))
 
 
