@@ -99,23 +99,32 @@ def test_links_inside_the_root_are_followed_once_and_loops_end(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "mode, listed, search_only",
+    "mode, on_page, search_only",
     [("When searched", True, True), ("Always", True, False), ("Never", False, False)],
 )
-def test_hidden_folders_follow_the_webui_setting(tmp_path, mode, listed, search_only):
+def test_hidden_folders_follow_the_webui_setting(tmp_path, mode, on_page, search_only):
     paths = build_tree(tmp_path)
     library = LoraLibrary([tmp_path / "Lora"], cache_path=False, hidden=mode)
     library.refresh()
     secret = library.get(str(paths["secret"]))
-    assert (secret is not None) == listed
-    if listed:
-        assert secret.hidden and secret.relpath == ".hidden/secret"
-        item = next(i for i in page_items(library) if i["filename"] == str(paths["secret"]))
-        assert (item["hidden"], item["search_only"]) == (True, search_only)
-        assert isinstance(library.resolve("secret"), LoraEntry)
-        assert len(library.entries(include_hidden=False)) == len(library.entries()) - 1
-    else:
-        assert isinstance(library.resolve("secret"), Problem)
+    assert secret is not None and secret.hidden and secret.relpath == ".hidden/secret"
+    assert isinstance(library.resolve("secret"), LoraEntry)  # tags work in every mode, as in the webui
+    assert len(library.entries(include_hidden=False)) == len(library.entries()) - 1
+    items = [i for i in page_items(library) if i["filename"] == str(paths["secret"])]
+    assert bool(items) == on_page
+    if on_page:
+        assert (items[0]["hidden"], items[0]["search_only"]) == (True, search_only)
+    defaults = [i["sort_keys"]["default"] for i in page_items(library)]
+    assert defaults == list(range(len(defaults)))
+
+
+def test_list_hidden_false_skips_dot_folders(tmp_path):
+    paths = build_tree(tmp_path)
+    library = LoraLibrary([tmp_path / "Lora"], cache_path=False, list_hidden=False)
+    library.refresh()
+    assert library.get(str(paths["secret"])) is None
+    assert isinstance(library.resolve("secret"), Problem)
+    assert library.get(str(paths["style_a"])) is not None
 
 
 def test_refresh_while_resolving_never_shows_a_half_built_index(tmp_path):

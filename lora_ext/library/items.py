@@ -62,13 +62,14 @@ def page_item(entry: LoraEntry, index: int, tag_name: str, search_only: bool = F
 
 
 def page_items(library: LoraLibrary, prefer: Literal["alias", "filename"] = "alias") -> list[dict[str, Any]]:
-    """``page_item`` for every entry of the library's current snapshot, in natural path order.
+    """``page_item`` for the entries a page shows, in natural path order (``sort_keys["default"]`` counts them).
 
-    Hidden entries are included with ``search_only`` set when the library's mode is "when searched" ("never" mode
-    never lists them; "always" shows them like the rest).
+    Entries under dot-folders follow the library's ``hidden`` mode: "always" shows them like the rest, "when
+    searched" marks them ``search_only``, "never" leaves them out.
     """
-    search_only = library.hidden == "when searched"
+    mode = library.hidden
+    shown = [e for e in library.entries() if not (e.hidden and mode == "never")]
     return [
-        page_item(entry, i, library.tag_name(entry, prefer), search_only and entry.hidden)
-        for i, entry in enumerate(library.entries())
+        page_item(entry, i, library.tag_name(entry, prefer), entry.hidden and mode == "when searched")
+        for i, entry in enumerate(shown)
     ]

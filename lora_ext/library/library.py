@@ -38,8 +38,10 @@ class LoraLibrary:
 
     roots: folders scanned recursively, in priority order (a ``folder/name`` present in two roots means the first).
     cache_path: the persistent cache file; None = ``<first root>/.lora_ext_cache.json``; False = no cache file.
-    hidden: the webui's ``extra_networks_hidden_models`` (any case): "always" / "when searched" list files under
-        dot-folders with ``hidden=True``; "never" skips those folders entirely.
+    hidden: the webui's ``extra_networks_hidden_models`` (any case), for pages: files under dot-folders get
+        ``hidden=True`` and "always" shows them, "when searched" shows them only for searches, "never" leaves them
+        off the page (``page_items``); they resolve by name in every mode, as in the webui.
+    list_hidden: the webui's ``list_hidden_files``; False skips dot-folders (and dot-files) entirely.
     allow_external_links: follow links whose target lies outside every root (refused by default).
     preview_extension: the webui's ``samples_format``, tried after the standard preview extensions.
 
@@ -51,6 +53,7 @@ class LoraLibrary:
         roots: Sequence[str | os.PathLike[str]],
         cache_path: str | os.PathLike[str] | None | Literal[False] = None,
         hidden: str = "when searched",
+        list_hidden: bool = True,
         allow_external_links: bool = False,
         preview_extension: str | None = None,
     ):
@@ -72,7 +75,7 @@ class LoraLibrary:
         self._indexer = Indexer(
             self.roots,
             self.cache_path,
-            mode == "never",
+            not list_hidden,
             allow_external_links,
             preview_extension,
             self._counter,
