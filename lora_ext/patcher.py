@@ -86,6 +86,9 @@ class Patcher:
         self.strategy = strategy
         self.fuse = fuse
         self._applied: dict[int, _Applied] = {}
+        # The last successfully applied request: (identity key, the entries themselves so the ids in the key stay
+        # valid, the planning problems to report again). Lets an unchanged request skip planning entirely.
+        self._last: tuple[tuple, list[ActiveLora], list[Problem]] | None = None
         self._lock = threading.RLock()
 
     # -- public API -------------------------------------------------------------------------------------------------
@@ -102,7 +105,12 @@ class Patcher:
         Order of ``active`` does not matter (bit-identical results). Applying the same set again does nothing.
         """
         with self._lock:
+            request = _request_key(active)
+            if self._last is not None and self._last[0] == request and self.verify():
+                return ApplyResult(problems=list(self._last[2]), patched=len(self._applied))
+            self._last = None
             slots, problems = build_plan(active)
+            plan_problems = list(problems)
             wanted = {key: slot.signature() for key, slot in slots.items()}
             # A record is kept only if its contributions are unchanged and its tensors are still the ones installed.
             kept = {
@@ -115,6 +123,7 @@ class Patcher:
             result = ApplyResult(problems=problems)
             if not stale and not fresh:
                 result.patched = len(self._applied)
+                self._last = (request, list(active), plan_problems)
                 return result
             result.changed = True
             result.visited = len(set(stale) | set(fresh))
@@ -138,6 +147,8 @@ class Patcher:
                 self._restore_all()
                 result.failed = True
                 result.problems.append(_failure_problem(current, exc))
+            else:
+                self._last = (request, list(active), plan_problems)
             result.problems.extend(_skip_problems(skipped))
             result.patched = len(self._applied)
             return result
@@ -160,6 +171,7 @@ class Patcher:
                 for backup in rec.backups:
                     backup.discard()
             self._applied.clear()
+            self._last = None
 
     def verify(self) -> bool:
         """True when every tensor the patcher changed still is the tensor it installed (same storage, no write since).
@@ -266,6 +278,7 @@ class Patcher:
         return problems
 
     def _restore_all(self) -> list[Problem]:
+        self._last = None
         problems: list[Problem] = []
         records = list(self._applied.values())
         self._applied.clear()
@@ -274,6 +287,11 @@ class Patcher:
                 problems.extend(self._restore_one(rec))
             _synchronize(_devices(rec.slot for rec in records))
         return problems
+
+
+def _request_key(active: Sequence[ActiveLora]) -> tuple:
+    """Identity of a request: the same ResolvedLora objects (with as many layers) at the same multipliers and ranks."""
+    return tuple((id(e.lora), len(e.lora.layers), float(e.te), float(e.unet), e.dyn) for e in active)
 
 
 def _devices(slots) -> set[torch.device]:

@@ -246,13 +246,18 @@ def test_fp8_storage_rounds_the_sum_of_every_lora_once():
 def test_applying_the_same_set_again_touches_nothing(strategy):
     net = tiny_net()
     rng = random.Random(7)
-    a, b = random_lora(net, "a", rng), random_lora(net, "b", rng)
+    a, b = random_lora(net, "a", rng), plain_lora(net, "b")  # b patches conv for sure
     patcher = Patcher(strategy)
     first = patcher.apply(active((a, 0.6), (b, -0.4)))
     state = {n: (p.data_ptr(), p._version) for n, p in net.named_parameters()}
     again = patcher.apply(active((b, -0.4), (a, 0.6)))  # same set, other order
     assert first.changed and not again.changed and again.visited == 0 and again.patched == first.patched
+    same = patcher.apply(active((b, -0.4), (a, 0.6)))  # the identical request (the quick path)
+    assert not same.changed and same.patched == first.patched
     assert {n: (p.data_ptr(), p._version) for n, p in net.named_parameters()} == state
+    with torch.no_grad():
+        net.conv.weight.mul_(2)  # someone rewrote a patched tensor: the identical request must notice
+    assert patcher.apply(active((b, -0.4), (a, 0.6))).changed
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
