@@ -7,7 +7,9 @@ Public API::
     entry = library.resolve("folder/name")           # LoraEntry | Problem ("Lora not found: x (did you mean y?)")
     library.lookup(name)                             # Resolution(entry, problems, via) with duplicate warnings
     library.hashes(entry)                            # Hashes(addnet, sha256, shorthash, source)
-    library.page_items()                             # plain dicts for card pages
+    library.tag_name(entry, "alias")                 # a name that resolves back to this entry
+    library.write_user_metadata(entry, {...})        # {name}.json, atomic, unknown keys kept
+    page_items(library)                              # plain dicts for card pages
 """
 
 from lora_ext.library.entry import (

@@ -16,9 +16,9 @@ from lora_ext.library.reads import ReadCounter
 
 
 class HashStore:
-    """(addnet, sha256) per file; ``store`` is the indexer whose cache records persist them.
+    """(addnet, sha256) per file, 64 lower-case hex each.
 
-    persist_lock: the library's refresh lock, held while touching the indexer's records.
+    indexer: whose cache records persist the hashes. persist_lock: the library's lock, held while touching them.
     """
 
     def __init__(self, indexer: Indexer, counter: ReadCounter, persist_lock: threading.RLock):
