@@ -78,7 +78,8 @@ def test_kohya_file_alias_arch_and_embedded_hash(real_library):
     entry = _entry(library, written["kohya"])
     assert entry.alias == "kohya_alias"
     assert library.resolve("kohya_alias").path == entry.path
-    assert (entry.arch, entry.arch_source) == ("SDXL", "modelspec")
+    assert (entry.arch, entry.arch_source) == ("SDXL", "keys")  # lora_te2_ keys (metadata agrees)
+    assert entry.metadata["modelspec.architecture"].startswith("stable-diffusion-xl")
     hashes = library.hashes(entry)
     assert isinstance(hashes, Hashes) and hashes.source == "sshs_model_hash"
     data = written["kohya"].read_bytes()

@@ -10,6 +10,7 @@ from test_library_tree import PNG_1PX, build_tree, write_lora
 
 from lora_ext.errors import Problem
 from lora_ext.library import LoraEntry, LoraLibrary
+from lora_ext.library.cache import CACHE_VERSION
 
 
 def _library(base, cache):
@@ -123,7 +124,10 @@ def test_cache_file_spares_reads_in_a_new_instance(tree, tmp_path):
     assert other.refresh().read_paths == [str(paths["style_a"])]
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00\xff garbage", b'{"version": 1, "files": [1, 2]}', b"[]"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00\xff garbage", b'{"version": 2, "files": [1, 2]}', b"[]"],
+)
 def test_garbage_cache_is_rebuilt(tmp_path, garbage):
     paths = build_tree(tmp_path)
     cache = tmp_path / "cache.json"
@@ -132,8 +136,18 @@ def test_garbage_cache_is_rebuilt(tmp_path, garbage):
     report = library.refresh()
     assert len(library.entries()) == len(paths)
     assert [p.severity for p in report.errors if p.subject == str(cache)] == ["warning"]
-    assert json.loads(cache.read_text())["version"] == 1  # rewritten valid
+    assert json.loads(cache.read_text())["version"] == CACHE_VERSION  # rewritten valid
     assert _library(tmp_path, cache).refresh().reads == 0
+
+
+def test_cache_from_another_version_is_rebuilt_quietly(tmp_path):
+    build_tree(tmp_path)
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"version": CACHE_VERSION - 1, "files": {"x": {"fp": [1, 2]}}}))
+    report = _library(tmp_path, cache).refresh()
+    assert [p.severity for p in report.errors if p.subject == str(cache)] == ["info"]
+    assert json.loads(cache.read_text())["version"] == CACHE_VERSION
+    assert "x" not in json.loads(cache.read_text())["files"]
 
 
 def test_default_cache_lives_beside_the_first_root(tmp_path):

@@ -141,7 +141,14 @@ def test_civitai_info_and_architecture(tree):
         ("plain", {"ss_network_dim": "4"}, ("SD1", "metadata")),
         ("plain", {"ss_base_model_version": "sdxl_base_v1-0"}, ("SDXL", "ss_base_model_version")),
         ("plain", {"ss_base_model_version": "flux1"}, ("Flux", "ss_base_model_version")),
-        ("sd1", {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, ("SDXL", "modelspec")),
+        ("plain", {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}, ("SDXL", "modelspec")),
+        (
+            "sd1",
+            {"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"},
+            ("SD1", "keys"),
+        ),  # shapes win
+        ("sdxl", {"ss_base_model_version": "sd_v1"}, ("SDXL", "keys")),
+        ("plain", {"ss_sd_model_name": "ponyDiffusionV6XL.safetensors"}, ("SDXL", "model name")),
         ("plain", {"modelspec.architecture": "stable-diffusion-v2-768-v/lora"}, ("SD2", "modelspec")),
     ],
 )

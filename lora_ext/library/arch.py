@@ -4,9 +4,14 @@ Signals, strongest first (USERS F5, F6, C9; FORMATS.md §4):
 
 1. ``sd version`` in the user's ``{name}.json`` when it is SD1, SD2 or SDXL ("Unknown" does not override: Civitai
    Helper writes it for Pony/Illustrious files);
-2. ``modelspec.architecture``; 3. ``ss_base_model_version``; 4. tensor key names and shapes;
+2. conclusive tensor keys and shapes (a second text encoder, cross-attention width 768/1024/2048, transformer
+   depth > 1, Flux or SD3 blocks): physical facts, so they beat metadata that disagrees (as ``lora_ext.coverage``
+   decides too);
+3. ``modelspec.architecture``; 4. ``ss_base_model_version``;
 5. ``baseModel`` in ``{name}.civitai.info`` (Pony, Illustrious, NoobAI -> SDXL; Flux etc. are not loadable);
-6. A1111's fallback: ``ss_v2 == "True"`` -> SD2, any other metadata -> SD1; nothing -> Unknown.
+6. hints: an SDXL-family base model name (Pony, Illustrious, NoobAI, SDXL) in ``ss_sd_model_name`` /
+   ``ss_output_name`` / ``modelspec.title``; diffusers ``transformer.`` keys (some DiT: Other);
+7. A1111's fallback: ``ss_v2 == "True"`` -> SD2, any other metadata -> SD1; nothing -> Unknown.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any
 #: (strength, arch, source); strength orders the signals (lower is stronger).
 Detection = tuple[int, str, str]
 
-USER, MODELSPEC, SS_BASE, KEYS, CIVITAI, WEAK = range(6)
+USER, KEYS, MODELSPEC, SS_BASE, CIVITAI, HINT, WEAK = range(7)
+
+_SDXL_FAMILY = ("pony", "illustrious", "noobai", "noob_ai", "sdxl", "sd_xl")
 
 _DEEP_BLOCK = re.compile(r"transformer_blocks[._]([1-9]\d*)[._]")
 _CONTEXT_DIMS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
@@ -82,8 +89,6 @@ def from_keys(tensors: Mapping[str, Mapping[str, Any]]) -> str | None:
         return "SD1"
     if te_width == 1024:
         return "SD2"
-    if "\ntransformer." in joined:
-        return "Other"
     return None
 
 
@@ -114,16 +119,24 @@ def from_user(user_metadata: Mapping[str, Any]) -> str | None:
 
 
 def detect_file(metadata: Mapping[str, Any], tensors: Mapping[str, Mapping[str, Any]]) -> Detection:
-    """What the file itself says (signals 2-4 and 6); ``tensors``: key -> header entry."""
+    """What the file itself says (signals 2-4, 6 and 7); ``tensors``: key -> header entry."""
+    arch = from_keys(tensors)
+    if arch:
+        return (KEYS, arch, "keys")
     arch = from_modelspec(metadata)
     if arch:
         return (MODELSPEC, arch, "modelspec")
     arch = from_base_model_version(metadata)
     if arch:
         return (SS_BASE, arch, "ss_base_model_version")
-    arch = from_keys(tensors)
-    if arch:
-        return (KEYS, arch, "keys")
+    names = " ".join(
+        str(metadata.get(k, "")) for k in ("ss_sd_model_name", "ss_output_name", "modelspec.title")
+    )
+    lowered = names.lower()
+    if any(n in lowered for n in _SDXL_FAMILY) and "v7" not in lowered:
+        return (HINT, "SDXL", "model name")
+    if any(k.startswith("transformer.") for k in tensors):
+        return (HINT, "Other", "keys")
     if str(metadata.get("ss_v2", "")) == "True":
         return (WEAK, "SD2", "ss_v2")
     if metadata:

@@ -19,23 +19,28 @@ from typing import Any
 
 from lora_ext.errors import Problem
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: architecture strengths reordered (keys before metadata)
 DEFAULT_CACHE_NAME = ".lora_ext_cache.json"
 
 
 def load_cache(path: str | None) -> tuple[dict[str, dict[str, Any]], Problem | None]:
-    """The cached per-file records, plus a warning when the file existed but was unusable."""
+    """The cached per-file records, plus a warning when the file existed but was unusable (an info note when it
+    came from another cache version)."""
     if path is None or not os.path.exists(path):
         return {}, None
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
         if (
-            not isinstance(data, dict)
-            or data.get("version") != CACHE_VERSION
-            or not isinstance(data.get("files"), dict)
+            isinstance(data, dict)
+            and isinstance(data.get("version"), int)
+            and data["version"] != CACHE_VERSION
         ):
-            raise ValueError("unexpected layout or version")
+            return {}, Problem(
+                path, "The library cache is from another version of lora_ext; it is rebuilt.", "info"
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+            raise ValueError("unexpected layout")
         files = {k: v for k, v in data["files"].items() if isinstance(v, dict)}
         return files, None
     except (OSError, ValueError, UnicodeDecodeError) as exc:

@@ -18,10 +18,11 @@ ARCHS: tuple[str, ...] = ("SD1", "SD2", "SDXL", "SD3", "Flux", "Other", "Unknown
 #: Where ``LoraEntry.arch`` came from, strongest first.
 ArchSource = Literal[
     "user",  # "sd version" in {name}.json
+    "keys",  # tensor key names and shapes
     "modelspec",  # modelspec.architecture
     "ss_base_model_version",
-    "keys",  # tensor key names and shapes
     "civitai",  # baseModel in {name}.civitai.info
+    "model name",  # an SDXL-family base model name in the metadata
     "ss_v2",  # A1111's fallback rule
     "metadata",  # any metadata present -> SD1 (A1111's fallback rule)
     "none",
