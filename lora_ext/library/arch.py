@@ -29,6 +29,7 @@ _SDXL_FAMILY = ("pony", "illustrious", "noobai", "noob_ai", "sdxl", "sd_xl")
 
 _DEEP_BLOCK = re.compile(r"transformer_blocks[._]([1-9]\d*)[._]")
 _CONTEXT_DIMS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
+_TE1_PREFIXES = ("lora_te_", "lora_te1_", "text_encoder.", "te_")
 _DOWN_PARTS = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight", ".hada_w1_b")
 
 
@@ -71,24 +72,31 @@ def from_keys(tensors: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Architecture from tensor key names and shapes, or None when the keys do not tell.
 
     tensors: key -> header entry with a ``"shape"`` list, as in ``header.Header.tensors``.
+    Block markers sit in the first 40 characters of a key, so they are searched in the few distinct key heads;
+    shapes are read from the "down" matrices only (their second dim is the layer's input width).
     """
-    joined = "\n" + "\n".join(tensors)  # substring tests on one string run at C speed
-    if "double_blocks" in joined or "single_blocks" in joined or "single_transformer_blocks" in joined:
+    heads = "\n" + "\n".join({key[:40] for key in tensors})
+    if "double_blocks" in heads or "single_blocks" in heads or "single_transformer_blocks" in heads:
         return "Flux"
-    if "joint_blocks" in joined or "context_block" in joined:
+    if "joint_blocks" in heads:
         return "SD3"
-    if any(m in joined for m in ("\nlora_te2_", "\ntext_encoder_2.", "\nte2.", "clip_g")):
+    if any(m in heads for m in ("\nlora_te2_", "\ntext_encoder_2.", "\nte2.", "clip_g")):
         return "SDXL"
-    context = _context_dim(tensors) if "attn2" in joined else None
-    if context in _CONTEXT_DIMS:
-        return _CONTEXT_DIMS[context]
-    if _DEEP_BLOCK.search(joined):  # transformer depth > 1 exists only in SDXL
+    downs = [(key, info["shape"]) for key, info in tensors.items() if key.endswith(_DOWN_PARTS)]
+    for key, shape in downs:
+        if (
+            "attn2" in key
+            and ("to_k" in key or "to_v" in key)
+            and len(shape) == 2
+            and shape[1] in _CONTEXT_DIMS
+        ):
+            return _CONTEXT_DIMS[shape[1]]
+    if _DEEP_BLOCK.search("\n".join(key for key, _ in downs)):  # transformer depth > 1 exists only in SDXL
         return "SDXL"
-    te_width = _te_width(tensors)
-    if te_width == 768:
-        return "SD1"
-    if te_width == 1024:
-        return "SD2"
+    for key, shape in downs:
+        if ("q_proj" in key or "fc1" in key) and len(shape) == 2 and key.startswith(_TE1_PREFIXES):
+            if shape[1] in (768, 1024):
+                return "SD1" if shape[1] == 768 else "SD2"
     return None
 
 
@@ -155,25 +163,3 @@ def combine(
     if civitai_arch and civitai_arch != "Unknown" and strength > CIVITAI:
         return civitai_arch, "civitai"
     return arch, source
-
-
-def _context_dim(tensors: Mapping[str, Mapping[str, Any]]) -> int | None:
-    for key, info in tensors.items():
-        shape = info["shape"]
-        if (
-            "attn2" in key
-            and ("to_k" in key or "to_v" in key)
-            and key.endswith(_DOWN_PARTS)
-            and len(shape) == 2
-        ):
-            return shape[1]
-    return None
-
-
-def _te_width(tensors: Mapping[str, Mapping[str, Any]]) -> int | None:
-    for key, info in tensors.items():
-        shape = info["shape"]
-        if ("q_proj" in key or "fc1" in key) and key.endswith(_DOWN_PARTS) and len(shape) == 2:
-            if key.startswith(("lora_te_", "lora_te1_", "text_encoder.", "te_")):
-                return shape[1]
-    return None
