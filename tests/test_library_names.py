@@ -133,3 +133,14 @@ def test_entries_are_in_natural_path_order(tmp_path):
     library = LoraLibrary([tmp_path / "L"], cache_path=False)
     library.refresh()
     assert [e.name for e in library.entries()] == ["a1", "a2", "a10", "B1"]
+
+
+def test_report_lines_name_duplicates_for_the_console(tree):
+    library, _, report = tree
+    lines = report.lines()
+    assert lines[0].startswith(
+        f"{len(library.entries())} LoRAs ({len(library.entries())} new, 0 changed, 0 removed)"
+    )
+    assert "duplicate name(s)" in lines[0]
+    assert any(line.startswith("  duplicate: 'hero' names 3 files") for line in lines)
+    assert len(report.lines(limit=1)) == 1 + 1 + 1  # summary, one duplicate, "… and N more"

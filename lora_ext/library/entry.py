@@ -240,6 +240,7 @@ class RefreshReport:
     duplicates: one line per duplicated bare name or clashing alias, saying which file the bare name uses.
     reads: number of files opened and read (LoRA headers and sidecars) during this refresh.
     read_paths: the paths counted in ``reads``, in read order.
+    total: number of entries after the refresh.
     """
 
     added: list[str] = field(default_factory=list)
@@ -249,3 +250,21 @@ class RefreshReport:
     duplicates: list[str] = field(default_factory=list)
     reads: int = 0
     read_paths: list[str] = field(default_factory=list)
+    total: int = 0
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """Console lines: a one-line summary, then duplicate-name notes and per-file problems (``limit`` each;
+        info notes left out), so a host can print them and no duplicate is ever silent."""
+        head = f"{self.total} LoRAs ({len(self.added)} new, {len(self.changed)} changed, {len(self.removed)} removed)"
+        shown = [p for p in self.errors if p.severity != "info"]
+        if self.duplicates:
+            head += f"; {len(self.duplicates)} duplicate name(s)"
+        if shown:
+            head += f"; {len(shown)} problem(s)"
+        out = [head]
+        out += [f"  duplicate: {line}" for line in self.duplicates[:limit]]
+        out += [f"  {p.severity}: {p}" for p in shown[:limit]]
+        hidden = max(0, len(self.duplicates) - limit) + max(0, len(shown) - limit)
+        if hidden:
+            out.append(f"  … and {hidden} more")
+        return out

@@ -107,6 +107,7 @@ class LoraLibrary:
             self._snapshot = snapshot  # one reference assignment: readers see the old or the new snapshot
             self._hashes.forget_missing(set(snapshot.by_path))
             report.reads = len(report.read_paths)
+            report.total = len(snapshot.entries)
             if dirty:
                 problem = self._indexer.save()
                 if problem is not None:
