@@ -213,6 +213,7 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     again = library.refresh()
     assert again.read_paths == [str(unreadable)]
     assert str(unreadable) in {p.subject for p in again.errors}
+    assert again.changed == []  # failed the same way again: nothing to redraw
 
 
 def test_missing_root_is_a_warning_and_other_roots_list(tmp_path):

@@ -120,7 +120,12 @@ class Indexer:
                 entry, cacheable, changed = self._entry_for(item, fp, sfp, preview)
                 dirty = dirty or changed
                 key = key if cacheable else _RETRY
-                (report.changed if previous is not None else report.added).append(item.path)
+                if previous is None:
+                    report.added.append(item.path)
+                elif not (
+                    entry == previous and entry.problems == previous.problems
+                ):  # a retry that failed again
+                    report.changed.append(item.path)
             entries.append(entry)
             fingerprints[item.path] = key
             report.errors.extend(entry.problems)
