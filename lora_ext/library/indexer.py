@@ -122,9 +122,7 @@ class Indexer:
                 key = key if cacheable else _RETRY
                 if previous is None:
                     report.added.append(item.path)
-                elif not (
-                    entry == previous and entry.problems == previous.problems
-                ):  # a retry that failed again
+                elif not _failed_again(old.fingerprints.get(item.path), entry, previous):
                     report.changed.append(item.path)
             entries.append(entry)
             fingerprints[item.path] = key
@@ -261,6 +259,11 @@ class Indexer:
         for path in [p for p in self._texts if p not in live]:
             del self._texts[path]
         return bool(gone)
+
+
+def _failed_again(old_key: tuple[Any, ...] | None, entry: LoraEntry, previous: LoraEntry) -> bool:
+    """True when a file whose last read failed (permissions) failed the same way again: nothing to redraw."""
+    return old_key == _RETRY and entry == previous and entry.problems == previous.problems
 
 
 def build_entry(item: FoundFile, data: FileData, sidecars: SidecarData, preview: str | None) -> LoraEntry:
