@@ -110,3 +110,19 @@ def test_by_shorthash(tmp_path):
     fresh = _library(tmp_path / "L", tmp_path / "cache.json")  # the bulk hashing was saved once, at the end
     assert [e.name for e in fresh.by_shorthash(addnet[:12])] == ["a"]
     assert fresh.hash_reads == 0
+
+
+def test_concurrent_requests_hash_a_file_once(tmp_path):
+    import threading
+
+    path = write_lora(tmp_path / "L" / "a.safetensors", "sdxl")
+    library = _library(tmp_path / "L", tmp_path / "cache.json")
+    entry = library.entries()[0]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(library.hashes(entry))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert library.hash_reads == 1
+    assert {r.addnet for r in results} == {_independent(path)[0]}
