@@ -144,3 +144,12 @@ def test_report_lines_name_duplicates_for_the_console(tree):
     assert "duplicate name(s)" in lines[0]
     assert any(line.startswith("  duplicate: 'hero' names 3 files") for line in lines)
     assert len(report.lines(limit=1)) == 1 + 1 + 1  # summary, one duplicate, "… and N more"
+
+
+def test_duplicate_bare_name_prefers_a_visible_file(tmp_path):
+    write_lora(tmp_path / "L" / ".old" / "x.safetensors", seed=1)
+    write_lora(tmp_path / "L" / "sub" / "x.safetensors", seed=2)
+    library = LoraLibrary([tmp_path / "L"], cache_path=False)
+    library.refresh()
+    assert _path(library.resolve("x")) == str(tmp_path / "L" / "sub" / "x.safetensors")
+    assert _path(library.resolve(".old/x")) == str(tmp_path / "L" / ".old" / "x.safetensors")

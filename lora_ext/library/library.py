@@ -133,7 +133,7 @@ class LoraLibrary:
     def resolve(self, name: str) -> LoraEntry | Problem:
         """The entry a tag name means, or a Problem ("Lora not found: x (did you mean y?)").
 
-        Order: exact ``folder/name`` relpath -> exact filename stem (duplicates: shallowest, then first in root and
+        Order: exact ``folder/name`` relpath -> exact filename stem (duplicates: visible before hidden, shallowest, first in root and
         natural path order; ``lookup`` carries the warning) -> alias (``ss_output_name``; a file name always wins
         over a clashing alias, and an alias shared by several files resolves to none) -> the same without a
         trailing ``.safetensors``-style extension -> the same case-insensitively -> not found, with suggestions.

@@ -3,8 +3,9 @@
 Lookup order (USERS S4-S6, S9; documented in ``LoraLibrary.resolve``):
 
 1. exact ``folder/name`` relpath (a root-level file's relpath is its bare name);
-2. exact bare filename stem. When several files share it, the shallowest wins, then the first in root order and
-   natural path order; the lookup carries a warning naming the others and the ``folder/name`` form to use;
+2. exact bare filename stem. When several files share it, a file outside dot-folders wins over a hidden one,
+   then the shallowest, then the first in root order and natural path order; the lookup carries a warning
+   naming the others and the ``folder/name`` form to use;
 3. exact alias (``ss_output_name``). A bare filename always wins over a clashing alias (step 2 comes first), and an
    alias shared by several files resolves to nothing, with a message (S5);
 4. the same three with a trailing LoRA extension removed (``x.safetensors`` -> ``x``);
@@ -62,7 +63,7 @@ class NameIndex:
         order = {id(entry): i for i, entry in enumerate(entries)}
         for same in self.by_name.values():
             if len(same) > 1:
-                same.sort(key=lambda e: (e.relpath.count("/"), order[id(e)]))
+                same.sort(key=lambda e: (e.hidden, e.relpath.count("/"), order[id(e)]))
         self.lower_relpath = _lower_map(self.by_relpath.items(), single=True)
         self.lower_name = _lower_map(self.by_name.items())
         self.lower_alias = _lower_map(self.by_alias.items())
