@@ -3,7 +3,8 @@
 Every ΔWᵢ is computed against the pristine W₀ upcast to float32, on W₀'s device. Plain LoRA factors are added with
 ``addmm_`` (fused into one product when ``fuse``); every other adapter goes through ``layer_delta``. Summation order is
 the slot's contribution order (list-order independent), and the same in every strategy: W₀, then the plain products
-by row slice, then the other deltas. Nothing is rounded before the final cast.
+by row slice, then the other deltas. Nothing is rounded before the final cast. A low-precision CPU weight that only
+plain products touch is streamed through a small float32 block of rows instead (same sum, no full float32 copy).
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def compute_slot(
     w, b = w0.detach(), None if b0 is None else b0.detach()
     total = w.shape[0]
     row_size = w[0].numel()
-    ref = w if w.dtype == torch.float32 else w.float()
     ref_b = None if b is None else b.float()
     result = SlotResult()
 
@@ -71,6 +71,15 @@ def compute_slot(
             general.append(c)
         else:
             plain.setdefault((r0, r1), []).append(factors)
+
+    if _use_row_blocks(w, plain, general, out):
+        group = plain[(0, total)]
+        target = _row_blocks(w, [fuse_factors(group)] if fuse else group, out)
+        result.weight_changed = True
+        result.weight = target if out is None else None
+        return result
+
+    ref = w if w.dtype == torch.float32 else w.float()
 
     # W-dependent deltas must see W₀: compute them all before the weight is touched.
     gen_w: torch.Tensor | None = None
@@ -114,6 +123,45 @@ def compute_slot(
         base = ref_b if ref_b is not None else ref.new_zeros(total)
         result.bias = (base + gen_b).to(w.dtype if b is None else b.dtype)
     return result
+
+
+#: Bytes of the float32 scratch block used by ``_row_blocks`` (fits a core's L2 cache).
+BLOCK_BYTES = 1 << 20
+
+
+def _use_row_blocks(w: torch.Tensor, plain: dict, general: list, out: torch.Tensor | None) -> bool:
+    """A low-precision CPU weight with only whole-tensor plain products: stream it through a small float32 block
+    instead of upcasting it whole (saves a full-size float32 temporary and two passes over memory)."""
+    return (
+        w.device.type == "cpu"
+        and w.dtype != torch.float32
+        and not general
+        and set(plain) == {(0, w.shape[0])}
+        and w.is_contiguous()
+        and (out is None or out.is_contiguous())
+    )
+
+
+def _row_blocks(
+    w: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], out: torch.Tensor | None
+) -> torch.Tensor:
+    """(W₀ + Σ U·D) rounded once to ``w``'s dtype, computed block of rows by block of rows in float32.
+
+    Writes into ``out`` (which may be ``w`` itself: each block is read before it is written) or a new tensor.
+    """
+    total = w.shape[0]
+    target = out if out is not None else torch.empty_like(w)
+    src, dst = w.view(total, -1), target.view(total, -1)
+    rows = max(1, BLOCK_BYTES // (4 * src.shape[1]))
+    scratch = torch.empty(min(rows, total), src.shape[1], dtype=torch.float32)
+    for start in range(0, total, rows):
+        stop = min(total, start + rows)
+        block = scratch[: stop - start]
+        block.copy_(src[start:stop])
+        for up, down in pairs:
+            block.addmm_(up[start:stop], down)
+        dst[start:stop].copy_(block)
+    return target
 
 
 def _accumulate(
