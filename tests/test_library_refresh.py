@@ -172,6 +172,8 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     good = write_lora(root / "good.safetensors", "sd1", {"ss_output_name": "fine"})
     truncated = write_lora(root / "truncated.safetensors", "sd1")
     truncated.write_bytes(truncated.read_bytes()[:40])
+    cut = write_lora(root / "cut.safetensors", "sd1")  # header intact, tensor data cut short
+    cut.write_bytes(cut.read_bytes()[:-100])
     (root / "garbage.safetensors").write_bytes(os.urandom(3000))
     (root / "empty.safetensors").write_bytes(b"")
     (root / "notobject.safetensors").write_bytes(len(b"[1, 2]").to_bytes(8, "little") + b"[1, 2]")
@@ -197,10 +199,12 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     by_subject = {}
     for problem in report.errors:
         by_subject.setdefault(problem.subject, []).append(problem)
-    bad = ["truncated", "garbage", "empty", "notobject", "badjson", "badshape", "unreadable", "broken"]
+    bad = ["truncated", "cut", "garbage", "empty", "notobject", "badjson", "badshape", "unreadable", "broken"]
     for name in bad:
         assert str(root / f"{name}.safetensors") in by_subject, name
     assert "truncated" in by_subject[str(truncated)][0].message
+    assert "truncated" in by_subject[str(cut)][0].message
+    assert library.get(str(cut)).summary.key_count == 9  # still summarized from its intact header
     assert "Permission denied" in by_subject[str(unreadable)][0].message
     assert "Broken link" in by_subject[str(root / "broken.safetensors")][0].message
     assert "not valid JSON" in by_subject[str(root / "good.json")][0].message

@@ -62,11 +62,15 @@ def read_file_data(path: str, ext: str, size: int) -> FileData:
     header = read_header(path, size)
     if isinstance(header, Problem):
         return FileData(problems=(header,), cacheable="Cannot read" not in header.message)
-    return file_data_from_header(path, header)
+    return file_data_from_header(path, header, size)
 
 
-def file_data_from_header(path: str, header: Header) -> FileData:
-    """``FileData`` for an already parsed header (reads at most one alpha scalar from ``path``)."""
+def file_data_from_header(path: str, header: Header, size: int | None = None) -> FileData:
+    """``FileData`` for an already parsed header (reads at most one alpha scalar from ``path``).
+
+    size: the file size in bytes; when given, tensor data reaching past the end of the file (a truncated
+    download) is reported.
+    """
     metadata = decode_metadata(header.metadata)
     covers = metadata.pop(COVER_KEY, None)
     cover_count = sum(1 for c in covers if c) if isinstance(covers, list) else 0
@@ -78,6 +82,9 @@ def file_data_from_header(path: str, header: Header) -> FileData:
     try:
         summary = summarize(header.tensors, metadata, first_alpha)
         detection = arch_rules.detect_file(metadata, header.tensors)
+        data_end = header.data_offset + max(
+            (int(e["data_offsets"][1]) for e in header.tensors.values()), default=0
+        )
     except (KeyError, TypeError, ValueError, IndexError):
         problem = Problem(
             path,
@@ -85,4 +92,13 @@ def file_data_from_header(path: str, header: Header) -> FileData:
             "remove it.",
         )
         return FileData(metadata=metadata, cover_count=cover_count, problems=(problem,))
-    return FileData(metadata=metadata, cover_count=cover_count, summary=summary, detection=detection)
+    problems: tuple[Problem, ...] = ()
+    if size is not None and data_end > size:
+        problems = (
+            Problem(
+                path,
+                f"The file is truncated: its tensors need {data_end} bytes but it has {size}. The download is "
+                "incomplete; download it again.",
+            ),
+        )
+    return FileData(metadata, cover_count, summary, detection, problems)
