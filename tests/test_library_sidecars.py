@@ -225,6 +225,15 @@ def test_write_user_metadata_is_atomic_merges_and_keeps_the_lora_file(tree, tmp_
     assert _entry(library, paths["villain"]).arch == "SD2"
 
 
+def test_write_user_metadata_with_an_unsavable_value_keeps_the_old_file(tree, tmp_path):
+    library, paths = tree
+    before = (tmp_path / "Lora" / "style_a.json").read_text(encoding="utf-8")
+    result = library.write_user_metadata(_entry(library, paths["style_a"]), {"notes": {1, 2}})
+    assert isinstance(result, Problem) and "Cannot save" in result.message
+    assert (tmp_path / "Lora" / "style_a.json").read_text(encoding="utf-8") == before
+    assert [p.name for p in (tmp_path / "Lora").iterdir() if p.name.startswith(".tmp")] == []
+
+
 def test_write_user_metadata_refuses_to_overwrite_broken_json(tree, tmp_path):
     library, paths = tree
     broken = tmp_path / "Lora" / "chars" / "Villain.json"

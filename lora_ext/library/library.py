@@ -250,6 +250,10 @@ class LoraLibrary:
                 return Problem(
                     path, f"Cannot save the user metadata ({exc.strerror or exc}). Check permissions."
                 )
+            except (TypeError, ValueError) as exc:  # a value JSON cannot hold; the old file is untouched
+                return Problem(
+                    path, f"Cannot save the user metadata: {exc}. Only text and numbers can be saved."
+                )
             self.refresh()
             updated = self._snapshot.by_path.get(current.path)
             return (
