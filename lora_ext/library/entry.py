@@ -130,7 +130,9 @@ class LoraEntry:
     summary: key summary for the inspector.
     description: user description: ``description`` in ``{name}.json``, else ``{name}.txt`` /
         ``{name}.description.txt``, else "".
-    preview: absolute path of the preview image file, or ``EMBEDDED_PREVIEW + "0"`` for an embedded cover, or None.
+    preview: absolute path of the preview image file (lookup order of USERS C2; a link leaving the roots is never
+        offered), or ``EMBEDDED_PREVIEW + "0"`` for an embedded cover, or None. Serve it through
+        ``LoraLibrary.preview_file`` / ``safe_path``, which check it again at request time.
     cover_count: number of embedded ``ssmd_cover_images``.
     civitai: parsed ``{name}.civitai.info`` or None when absent.
     user_metadata: ``{name}.json`` as read (all keys, unknown ones included); {} when absent.
