@@ -234,6 +234,32 @@ def test_write_user_metadata_with_an_unsavable_value_keeps_the_old_file(tree, tm
     assert [p.name for p in (tmp_path / "Lora").iterdir() if p.name.startswith(".tmp")] == []
 
 
+def test_quick_same_size_rewrites_are_all_seen(tree, tmp_path, monkeypatch):
+    import os
+
+    import lora_ext.library.library as library_module
+
+    real_write = library_module.write_json_atomic
+
+    def write_within_one_tick(path, data):  # file times are as coarse as the kernel tick: simulate one tick
+        real_write(path, data)
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+
+    monkeypatch.setattr(library_module, "write_json_atomic", write_within_one_tick)
+    library, paths = tree
+    entry = _entry(library, paths["villain"])
+    sidecar = tmp_path / "Lora" / "chars" / "Villain.json"
+    for weight in (0.1, 0.2, 0.3, 0.4):  # same size and same mtime each time
+        entry = library.write_user_metadata(entry, {"preferred weight": weight})
+        assert not isinstance(entry, Problem)
+        assert entry.preferred_weight == weight
+        assert library.get(str(paths["villain"])).preferred_weight == weight
+        assert json.loads(sidecar.read_text())["preferred weight"] == weight
+    fresh = LoraLibrary([tmp_path / "Lora", tmp_path / "LyCORIS"], cache_path=tmp_path / "cache.json")
+    fresh.refresh()
+    assert fresh.get(str(paths["villain"])).preferred_weight == 0.4
+
+
 def test_write_user_metadata_refuses_to_overwrite_broken_json(tree, tmp_path):
     library, paths = tree
     broken = tmp_path / "Lora" / "chars" / "Villain.json"

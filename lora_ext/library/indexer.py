@@ -66,6 +66,9 @@ class Indexer:
         self._sidecar_data: dict[str, tuple[list[list[Any]], SidecarData]] = {}
         self._sort_keys: dict[str, tuple] = {}
         self._texts: dict[str, tuple[tuple[int, int], str]] = {}  # sidecar path -> ((size, mtime_ns), text)
+        self._stale: set[str] = (
+            set()
+        )  # LoRA paths whose sidecars we just wrote: re-read them whatever the stats
 
     # ----------------------------------------------------------------------------------------------- cache
     def save(self) -> Problem | None:
@@ -94,6 +97,16 @@ class Indexer:
         self.encoded.pop(path, None)
         return True
 
+    def mark_stale(self, lora_path: str, sidecar_path: str) -> None:
+        """The sidecar ``sidecar_path`` of ``lora_path`` was just rewritten: the next refresh re-reads it even if
+        its size and mtime look unchanged (file times are only as fine as the kernel's clock tick)."""
+        self._stale.add(lora_path)
+        self._texts.pop(sidecar_path, None)
+        record = (self.records or {}).get(lora_path)
+        if record is not None:
+            record.pop("sfp", None)
+            self.encoded.pop(lora_path, None)
+
     # ----------------------------------------------------------------------------------------------- refresh
     def refresh(self, old: Snapshot, report: RefreshReport) -> tuple[Snapshot, bool]:
         """A snapshot of the roots now (``old`` itself when nothing changed) and whether the cache needs saving."""
@@ -114,7 +127,11 @@ class Indexer:
             preview = self._preview_path(item)
             key = (fp, sfp, preview, item.relpath, item.root, item.hidden)
             previous = old.by_path.get(item.path)
-            if previous is not None and old.fingerprints.get(item.path) == key:
+            if (
+                previous is not None
+                and old.fingerprints.get(item.path) == key
+                and item.path not in self._stale
+            ):
                 entry = previous
             else:
                 entry, cacheable, changed = self._entry_for(item, fp, sfp, preview)
@@ -127,6 +144,7 @@ class Indexer:
             entries.append(entry)
             fingerprints[item.path] = key
             report.errors.extend(entry.problems)
+        self._stale.clear()
         seen = set(fingerprints)
         report.removed.extend(p for p in old.by_path if p not in seen)
         dirty = self._forget_missing(seen, found) or dirty
@@ -201,11 +219,12 @@ class Indexer:
         return data, True
 
     def _sidecars_for(self, item: FoundFile, sfp: list[list[Any]], records: dict[str, dict[str, Any]]):
+        stale = item.path in self._stale
         held = self._sidecar_data.get(item.path)
-        if held is not None and held[0] == sfp:
+        if held is not None and held[0] == sfp and not stale:
             return held[1], False
         record = records.get(item.path)
-        if record is not None and record.get("sfp") == sfp and "sidecars" in record:
+        if record is not None and record.get("sfp") == sfp and "sidecars" in record and not stale:
             try:
                 data = SidecarData.from_dict(record["sidecars"])
                 self._sidecar_data[item.path] = (sfp, data)

@@ -254,6 +254,7 @@ class LoraLibrary:
                 return Problem(
                     path, f"Cannot save the user metadata: {exc}. Only text and numbers can be saved."
                 )
+            self._indexer.mark_stale(current.path, path)
             self.refresh()
             updated = self._snapshot.by_path.get(current.path)
             return (
