@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 from test_library_tree import header_length, write_lora
@@ -88,7 +89,9 @@ def test_hashes_are_lazy_computed_once_and_persisted(tmp_path):
     fresh = _library(tmp_path / "L", cache)  # a new process: the cache file holds the hash
     assert fresh.hashes(fresh.entries()[0]) == first
     assert fresh.hash_reads == 0
-    write_lora(path, "sd1", seed=99)  # changed content: hashed again
+    write_lora(path, "sd1", seed=99)  # changed content, same size: hashed again
+    st = os.stat(path)  # file times are as coarse as the kernel tick: make the new mtime distinct
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     fresh.refresh()
     changed = fresh.hashes(fresh.entries()[0])
     assert changed.addnet == _independent(path)[0] != first.addnet
