@@ -102,10 +102,17 @@ def test_by_shorthash(tmp_path):
     a = write_lora(tmp_path / "L" / "a.safetensors", "sd1", seed=1)
     write_lora(tmp_path / "L" / "b.safetensors", "sd1", seed=2)
     write_lora(tmp_path / "L" / "c.safetensors", "sd1", {"sshs_model_hash": "fe" * 32}, seed=3)
+    write_lora(
+        tmp_path / "L" / "d.safetensors",
+        "sd1",
+        {"modelspec.hash_sha256": "0x" + "c0ffee" * 10 + "abcd"},
+        seed=4,
+    )
     library = _library(tmp_path / "L", tmp_path / "cache.json")
     addnet, full = _independent(a)
     assert library.by_shorthash(addnet[:12]) == []  # unknown until hashed
     assert [e.name for e in library.by_shorthash("fefefefefefe")] == ["c"]  # embedded hashes are known
+    assert [e.name for e in library.by_shorthash("C0FFEEC0FFEE")] == ["d"]  # OneTrainer's modelspec hash
     assert [e.name for e in library.by_shorthash(addnet[:12], compute_missing=True)] == ["a"]
     assert [e.name for e in library.by_shorthash(full[:10])] == ["a"]  # Civitai AutoV2
     assert library.by_shorthash("e3b0c44298fc") == []  # empty-input hash never matches (USERS H6)

@@ -320,7 +320,8 @@ class LoraLibrary:
         return Hashes(addnet, full, addnet[:12], "computed", computed_addnet=addnet)
 
     def by_shorthash(self, shorthash: str, compute_missing: bool = False) -> list[LoraEntry]:
-        """Entries whose addnet hash (embedded or computed) or full sha256 starts with ``shorthash`` (>= 8 hex).
+        """Entries whose addnet hash (embedded or computed), full sha256 or embedded ``modelspec.hash_sha256``
+        starts with ``shorthash`` (>= 8 hex; the hash zoo of USERS H4).
 
         Only known hashes match unless ``compute_missing`` (then every file is hashed once). The empty-input hash
         matches nothing (USERS H6). The caller decides what to do with several matches.
@@ -335,6 +336,10 @@ class LoraLibrary:
         matches = []
         before = self._counter.hash_reads
         for entry in self._snapshot.entries:
+            spec = str(entry.metadata.get("modelspec.hash_sha256", "")).lower().removeprefix("0x")
+            if spec and spec.startswith(wanted):
+                matches.append(entry)
+                continue
             hashes = self.hashes(entry, compute=compute_missing, persist=False)
             if not isinstance(hashes, Hashes):
                 continue
