@@ -3,7 +3,7 @@
 ``Patcher.apply(active)`` makes the model hold W₀ + Σ ΔWᵢ for the given active set, each tensor rounded once to its
 storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the weight's device, autocast off. Only tensors
 whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
-new or changed ones are restored and re-applied. ``restore()`` puts back every original bit-exactly and frees all
+new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before. ``restore()`` puts back every original bit-exactly and frees all
 backups. An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
 The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
@@ -66,7 +66,10 @@ def _math_mode(devices: set[torch.device]) -> Iterator[None]:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.no_grad())
         for device_type in sorted({d.type for d in devices} | {"cpu"}):
-            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+            try:
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+            except RuntimeError:  # a device type without autocast support has no autocast to turn off
+                pass
         yield
 
 
@@ -77,7 +80,7 @@ class Patcher:
     (patch in place, pristine copy in CPU memory, pinned for GPU weights) or "auto" (swap on CPU, copy on GPUs).
     fuse: add the plain LoRA factors of one tensor as a single concatenated product ``[m₁s₁U₁|m₂s₂U₂]·[D₁;D₂]``
         instead of one ``addmm_`` per LoRA. None (default) fuses on accelerators only: on CPU the products are
-        compute-bound and fusing measured 5–25 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
+        compute-bound and fusing measured 3–12 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
     """
 
     def __init__(self, strategy: str = "auto", fuse: bool | None = None) -> None:
