@@ -156,13 +156,15 @@ class Patcher:
             result.patched = len(self._applied)
             return result
 
-    def restore(self) -> list[Problem]:
+    def restore(self, moved: bool = False) -> list[Problem]:
         """Restore every patched tensor bit-exactly and free all backups.
 
-        Tensors that were replaced behind the patcher's back (see ``verify``) are left as they are and reported.
+        Tensors that were replaced behind the patcher's back (see ``verify``) are left as they are and reported,
+        unless ``moved``: the host knows they were only moved or re-wrapped (``module.to(device)`` in low-VRAM modes
+        replaces ``.data`` with a copy of the patched values), so the pristine values are copied into them.
         """
         with self._lock:
-            return self._restore_all()
+            return self._restore_all(moved)
 
     def drop_backups(self) -> None:
         """Forget all backups without restoring: the host reloaded weights into the same modules (checkpoint switch).
@@ -262,12 +264,14 @@ class Patcher:
         if not rec.backups:
             del self._applied[key]
 
-    def _restore_one(self, rec: _Applied) -> list[Problem]:
+    def _restore_one(self, rec: _Applied, moved: bool = False) -> list[Problem]:
         problems = []
         for backup in rec.backups:
             # installed is None: the failure happened while this slot was being written; its original is certain.
             if backup.installed is None or backup.matches_installed():
                 backup.restore()
+            elif moved and backup.restore_into_current():
+                continue
             else:
                 backup.discard()
                 problems.append(
@@ -280,14 +284,14 @@ class Patcher:
                 )
         return problems
 
-    def _restore_all(self) -> list[Problem]:
+    def _restore_all(self, moved: bool = False) -> list[Problem]:
         self._last = None
         problems: list[Problem] = []
         records = list(self._applied.values())
         self._applied.clear()
         with _math_mode(_devices(rec.slot for rec in records)):
             for rec in records:
-                problems.extend(self._restore_one(rec))
+                problems.extend(self._restore_one(rec, moved))
             _synchronize(_devices(rec.slot for rec in records))
         return problems
 

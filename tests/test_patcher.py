@@ -478,6 +478,31 @@ def test_verify_detects_reloaded_weights_and_drop_backups_keeps_them(strategy):
     assert redo.changed and snapshot(net) == patched
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_restore_after_the_host_moved_the_patched_tensors(strategy):
+    """``module.to(device)`` (A1111 low-VRAM modes) replaces ``.data`` with a copy: a plain restore must not touch
+    it (it could be a reloaded checkpoint), ``restore(moved=True)`` copies the pristine values into it."""
+    net = tiny_net()
+    pristine = snapshot(net)
+    patcher = Patcher(strategy)
+    patcher.apply(active((plain_lora(net, "p"), 1.0)))
+    patched = snapshot(net)
+    for module in (net.lin, net.conv, net.mha):
+        for p in module.parameters(recurse=False):
+            p.data = p.data.clone()
+    assert not patcher.verify()
+    problems = patcher.restore()
+    assert problems and all(p.severity == "warning" for p in problems)
+    assert snapshot(net)["lin.weight"] == patched["lin.weight"] != pristine["lin.weight"]
+    assert snapshot(net)["conv1.weight"] == pristine["conv1.weight"]  # not moved: restored as usual
+    net = tiny_net()
+    patcher.apply(active((plain_lora(net, "q"), -1.0)))
+    for p in net.lin.parameters():
+        p.data = p.data.clone()
+    assert patcher.restore(moved=True) == []
+    assert snapshot(net) == pristine and patcher.held_bytes() == 0
+
+
 def _loaded(state_dict):
     net = tiny_net(seed=123)
     net.load_state_dict(state_dict)

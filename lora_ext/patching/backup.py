@@ -113,6 +113,21 @@ class TensorBackup:
             getattr(self.module, self.attr).data.copy_(self.original, non_blocking=True)
         self.original = None
 
+    def restore_into_current(self) -> bool:
+        """Copy the pristine values into whatever tensor the module holds now (it was moved, e.g. ``module.to()``).
+
+        Returns False (and restores nothing) when the shapes no longer agree. Created biases are removed.
+        """
+        if self.created:
+            setattr(self.module, self.attr, None)
+            return True
+        current = getattr(self.module, self.attr, None)
+        if current is None or self.original is None or current.shape != self.original.shape:
+            return False
+        current.data.copy_(self.original)
+        self.original = None
+        return True
+
     def discard(self) -> None:
         """Forget the backup without restoring (weights were reloaded in place); a created bias is still removed."""
         if self.created and self.installed is not None:
