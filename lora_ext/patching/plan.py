@@ -59,7 +59,8 @@ class Slot:
 def _order_key(active: ActiveLora, target: Target, adapter: LayerAdapter, multiplier: float) -> tuple:
     rows = target.rows if target.rows is not None else (-1, -1)
     dyn = active.dyn if active.dyn is not None else -1
-    return (rows, active.lora.path, active.lora.name, multiplier, dyn, adapter.algo, adapter.keys)
+    # Content-based only: the same file under two tag names must sum in the same order as under one name.
+    return (rows, active.lora.path, multiplier, dyn, adapter.algo, adapter.keys)
 
 
 def build_plan(active: Sequence[ActiveLora]) -> tuple[dict[int, Slot], list[Problem]]:
