@@ -578,15 +578,16 @@ def test_a_parameter_shared_by_two_modules_is_one_tensor_to_the_patcher():
     assert torch.equal(a.weight.detach(), pristine) and b.weight is a.weight
 
 
+@pytest.mark.parametrize("fuse", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_same_file_under_two_tag_names_sums_like_under_one_name(dtype):
+def test_same_file_under_two_tag_names_sums_like_under_one_name(dtype, fuse):
     """The summation order depends on the file and the multipliers, never on the tag name the user typed."""
     snaps = []
     for names in (("a", "b"), ("x", "x"), ("b", "a")):
         net = tiny_net(dtype)
-        base = random_lora(net, "x", random.Random(5))
+        base = plain_lora(net, "x", rank=3)
         loras = [ResolvedLora(n, base.path, base.layers) for n in names]
-        assert Patcher("copy").apply(active((loras[0], 0.5), (loras[1], 0.25))).ok
+        assert Patcher("copy", fuse=fuse).apply(active((loras[0], 0.5), (loras[1], 0.25))).ok
         snaps.append(snapshot(net))
     assert snaps[0] == snaps[1] == snaps[2]
     assert snaps[0] != snapshot(tiny_net(dtype))
