@@ -57,6 +57,9 @@ class Target:
     rows: ``(start, stop)`` rows of ``weight``/``bias`` when the target is a q/k/v slice of a fused
         ``nn.MultiheadAttention`` ``in_proj_weight`` (FORMATS.md §10.9); ``None`` for whole tensors.
     module: the module object itself (not part of equality or hashing).
+    block: the block-weight label of LoRA Block Weight (USERS §7.1): ``BASE`` for text-encoder targets,
+        ``IN00``…``IN11`` / ``MID`` / ``OUT00``…``OUT11`` for UNet targets by their compvis block index, ``""`` for
+        UNet layers outside those blocks (time embedding, ``out``). Derived from ``path``; not part of equality.
     """
 
     component: Component
@@ -66,6 +69,7 @@ class Target:
     bias: str = "bias"
     rows: tuple[int, int] | None = None
     module: nn.Module | None = field(default=None, compare=False, hash=False, repr=False)
+    block: str = field(default="", compare=False, hash=False, repr=False)
 
 
 @dataclass

@@ -207,3 +207,33 @@ def test_full_size_sdxl_kohya_file_resolves_completely(tmp_path):
     assert result.unmatched == []
     assert result.report.layers == {"unet": 722, "te1": 72, "te2": 192}
     assert result.report.summary() == "xl_full: 2958 keys, 2958 matched (UNet 722, TE1 72, TE2 192), lora"
+
+
+@pytest.mark.parametrize(
+    ("family", "canonical", "block"),
+    [
+        ("sd1", "conv_in", "IN00"),
+        ("sd1", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", "IN01"),
+        ("sd1", "down_blocks.1.attentions.1.proj_in", "IN05"),
+        ("sd1", "down_blocks.2.downsamplers.0.conv", "IN09"),
+        ("sd1", "down_blocks.3.resnets.1.conv1", "IN11"),
+        ("sd1", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k", "MID"),
+        ("sd1", "up_blocks.0.upsamplers.0.conv", "OUT02"),
+        ("sd1", "up_blocks.1.attentions.0.transformer_blocks.0.ff.net.2", "OUT03"),
+        ("sd1", "up_blocks.3.attentions.2.proj_out", "OUT11"),
+        ("sd1", "time_embedding.linear_1", ""),
+        ("sd1", "conv_out", ""),
+        ("sd1", "text_model.encoder.layers.3.mlp.fc1", "BASE"),
+        ("sdxl", "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k", "IN04"),
+        ("sdxl", "down_blocks.2.attentions.1.proj_in", "IN08"),
+        ("sdxl", "up_blocks.0.attentions.2.transformer_blocks.9.ff.net.2", "OUT02"),
+        ("sdxl", "up_blocks.1.attentions.0.proj_out", "OUT03"),
+        ("sdxl", "add_embedding.linear_1", ""),
+    ],
+)
+def test_block_weight_labels_follow_the_compvis_block_index(family, canonical, block):
+    """LoRA Block Weight labels (USERS §7.1) come from the compvis index of the real layouts (FORMATS §7)."""
+    index = diffusers_index(family)
+    matches = [t for t in index.targets if t.canonical == canonical]
+    assert matches, canonical
+    assert {t.block for t in matches} == {block}

@@ -5,6 +5,8 @@ Sources: FORMATS.md §3 (format matrix), §6–§8 (name maps). Order matters wh
 
 from __future__ import annotations
 
+import re
+
 #: Kohya-style prefixes (module key has no dots; the part follows the first dot) -> component.
 #: Longest first so ``lora_te1_`` wins over ``lora_te_``.
 FLAT_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -195,3 +197,19 @@ BUNDLE_PREFIX = "bundle_emb."
 CLONEOFSIMO_TE_ORDER = ("k_proj", "v_proj", "q_proj", "out_proj")
 #: diffusers Attention / GEGLU Linear children, in registration order.
 CLONEOFSIMO_UNET_ORDER = ("to_q", "to_k", "to_v", "to_out.0")
+
+#: compvis UNet path prefix -> LoRA Block Weight label format (USERS §7.1): ``input_blocks.4.`` -> ``IN04``.
+UNET_BLOCK_LABELS = (
+    (re.compile(r"^input_blocks\.(\d+)\."), "IN{:02d}"),
+    (re.compile(r"^middle_block\."), "MID"),
+    (re.compile(r"^output_blocks\.(\d+)\."), "OUT{:02d}"),
+)
+
+
+def unet_block(compvis_path: str) -> str:
+    """The block-weight label of a compvis UNet module path, or "" outside the IN/MID/OUT blocks."""
+    for pattern, label in UNET_BLOCK_LABELS:
+        match = pattern.match(compvis_path)
+        if match:
+            return label.format(*(int(g) for g in match.groups()))
+    return ""

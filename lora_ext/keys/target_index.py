@@ -15,7 +15,13 @@ from torch import nn
 
 from lora_ext.adapters import Target
 from lora_ext.keys.model_parts import ModelParts
-from lora_ext.keys.tables import MHA_SLICES, OPENCLIP_CHILDREN, OPENCLIP_TOP_LEVEL, UNET_FLAT_STRIP
+from lora_ext.keys.tables import (
+    MHA_SLICES,
+    OPENCLIP_CHILDREN,
+    OPENCLIP_TOP_LEVEL,
+    UNET_FLAT_STRIP,
+    unet_block,
+)
 from lora_ext.keys.unet_map import block_pairs, translate, unet_layout
 
 _PATCHABLE = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.MultiheadAttention)
@@ -107,7 +113,14 @@ class TargetIndex:
                 canonical = other or path
             else:
                 canonical, other = path, None
-            target = Target(component="unet", path=path, canonical=canonical, module=module)
+            compvis = path if layout == "compvis" else other
+            target = Target(
+                component="unet",
+                path=path,
+                canonical=canonical,
+                module=module,
+                block=unet_block(compvis or ""),
+            )
             self._register("unet", target, [canonical, path, other])
 
     def _add_text_encoder(self, component: str, root: nn.Module) -> None:
@@ -119,14 +132,18 @@ class TargetIndex:
             if layout == "hf_clip":
                 match = _HF_TAIL.search(path)
                 canonical = f"text_model.{match.group(1)}" if match else path
-                target = Target(component=component, path=path, canonical=canonical, module=module)
+                target = Target(
+                    component=component, path=path, canonical=canonical, module=module, block="BASE"
+                )
                 self._register(component, target, [canonical, path])
                 continue
             if isinstance(module, nn.MultiheadAttention):
                 self._add_mha(component, path, module)
                 continue
             canonical = _openclip_canonical(path)
-            target = Target(component=component, path=path, canonical=canonical or path, module=module)
+            target = Target(
+                component=component, path=path, canonical=canonical or path, module=module, block="BASE"
+            )
             self._register(component, target, [canonical, path])
 
     def _add_mha(self, component: str, path: str, module: nn.MultiheadAttention) -> None:
@@ -145,6 +162,7 @@ class TargetIndex:
                 bias="in_proj_bias",
                 rows=(i * d, (i + 1) * d),
                 module=module,
+                block="BASE",
             )
             self._register(component, target, [canonical])
 
