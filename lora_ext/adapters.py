@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from lora_ext.blocks import BlockWeights
     from lora_ext.errors import Problem
 
 #: Model parts a LoRA can target. SD1/SD2 have one text encoder ("te1"); SDXL has "te1" (CLIP-L) and "te2" (bigG).
@@ -138,13 +139,18 @@ class ActiveLora:
 
     te, unet: multipliers for text-encoder targets and UNet targets (any sign, any magnitude).
     dyn: DyLoRA rank truncation (keep the first ``dyn`` ranks, s unchanged), or None for full rank.
+    blocks: block weights (``lbw=``, ``lora_ext.blocks.BlockWeights``) scaling each target by its block's factor, or
+        None for factor 1 everywhere.
     """
 
     lora: ResolvedLora
     te: float = 1.0
     unet: float = 1.0
     dyn: int | None = None
+    blocks: BlockWeights | None = None
 
     def multiplier(self, target: Target) -> float:
-        """The multiplier that applies to ``target``: ``unet`` for UNet targets, ``te`` otherwise."""
-        return self.unet if target.component == "unet" else self.te
+        """The multiplier that applies to ``target``: ``unet`` for UNet targets, ``te`` otherwise, times the block
+        factor of ``target`` when block weights are set."""
+        base = self.unet if target.component == "unet" else self.te
+        return base if self.blocks is None else base * self.blocks.factor(target)

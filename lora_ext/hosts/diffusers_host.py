@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_ext.activation import build_active_set
 from lora_ext.adapters import ActiveLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem, is_problem
@@ -140,28 +141,26 @@ class DiffusersHost:
             return found.entry, list(found.problems)
         return found, []
 
-    def prepare(self, prompt: str) -> Applied:
-        """Parse ``prompt`` and resolve its tags without touching any weight."""
+    def prepare(self, prompt: str, *, hires: bool = False, seed: int | None = None) -> Applied:
+        """Parse ``prompt`` and resolve its tags without touching any weight.
+
+        hires: use the tags' hires-pass weights (``hr=``, ``hrte=``, ``hrunet=``). seed: seeds random block weights.
+        """
         parsed = parse_prompt(prompt)
+        found = build_active_set(
+            parsed.requests,
+            self.lookup,
+            lambda entry, request: self.loader.resolve(entry.path, self.parts, request.name),
+            self.parts.family,
+            hires=hires,
+            seed=seed,
+        )
         applied = Applied(prompt=parsed.clean, problems=list(parsed.problems))
-        for request in parsed.requests:
-            entry, problems = self.lookup(request.name)
-            applied.problems += problems
-            if entry is None:
-                if not problems:
-                    applied.problems.append(
-                        Problem(
-                            request.tag or request.name, f"LoRA not found: {request.name}. Check the name."
-                        )
-                    )
-                continue
-            resolved = self.loader.resolve(entry.path, self.parts, request.name)
-            if is_problem(resolved):
-                applied.problems.append(resolved)
-                continue
-            applied.problems += list(resolved.problems)
-            applied.active.append(ActiveLora(resolved, te=request.te, unet=request.unet, dyn=request.dyn))
-            applied.reports.append((request.name, resolved.report))
+        for name, problems in found.not_found:
+            applied.problems += problems or [Problem(name, f"LoRA not found: {name}. Check the name.")]
+        applied.problems += found.problems
+        applied.active = list(found.active)
+        applied.reports = list(found.reports)
         return applied
 
     @contextlib.contextmanager

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.adapters import ActiveLora, ResolvedLora
+from lora_ext.activation import build_active_set
+from lora_ext.adapters import ResolvedLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
 from lora_ext.hosts.a1111 import embeddings, messages
@@ -166,15 +167,30 @@ class A1111Host:
         params_list = list(params_list)
         self._add_default_network(p, params_list)
         activation = Activation()
-        active: list[ActiveLora] = []
-        not_found: list[str] = []
+        requests = []
         for params in params_list:
-            self._activate_one(params, state, activation, active, not_found)
-        if not_found:
-            messages.not_found(p, not_found, activation.messages)
+            request = parse_args(list(getattr(params, "items", params)), "lora")
+            if isinstance(request, Problem):
+                activation.messages.append(str(request))
+            else:
+                requests.append(request)
+        found = build_active_set(
+            requests,
+            self.lookup,
+            lambda entry, request: self.loader.resolve(entry.path, state.parts, request.name),
+            state.parts.family,
+            hires=bool(getattr(p, "is_hr_pass", False)),
+            seed=generation_seed(p),
+            on_exception=lambda name, exc: messages.report_exception(f"lora_ext: loading {name}", exc),
+        )
+        activation.active = list(found.used)
+        activation.messages += messages.activation_lines(found)
+        if found.not_found:
+            names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
+            messages.not_found(p, names, activation.messages)
 
         started = time.perf_counter()
-        result = state.patcher.apply(active)
+        result = state.patcher.apply(found.active)
         if result.changed and activation.active:  # the one-time patch cost, visible in the console (USERS P1)
             names = ", ".join(req.name for req, _, _ in activation.active)
             messages.console(
@@ -184,7 +200,8 @@ class A1111Host:
         if result.failed:
             activation.active = []
         activation.signature = tuple(
-            (entry.path, *_stat(entry.path), req.te, req.unet, req.dyn) for req, entry, _ in activation.active
+            (entry.path, *_stat(entry.path), lora.te, lora.unet, lora.dyn, lora.blocks)
+            for (_, entry, _), lora in zip(activation.active, found.active, strict=False)
         ) + (("failed",) if result.failed else ())
         self._guard_cond_cache(p, params_list, activation.signature)
         embeddings.register(state, sd_model, [res for _, _, res in activation.active])
@@ -192,38 +209,6 @@ class A1111Host:
         messages.deliver(p, activation.messages)
         self.last = activation
         self._run_hooks()
-
-    def _activate_one(
-        self, params: Any, state: ModelState, activation: Activation, active: list, not_found: list
-    ) -> None:
-        """Resolve one tag; any problem is reported and skips only this tag (one bad tag never disables others)."""
-        request = parse_args(list(getattr(params, "items", params)), "lora")
-        if isinstance(request, Problem):
-            activation.messages.append(str(request))
-            return
-        try:
-            entry, problems = self.lookup(request.name)
-            if entry is None:
-                not_found.append(messages.not_found_name(request.name, problems))
-                return
-            activation.messages += [str(p) for p in problems if p.severity != "info"]
-            resolved = self.loader.resolve(entry.path, state.parts, request.name)
-            if isinstance(resolved, Problem):
-                activation.messages.append(str(resolved))
-                return
-            errors = [p for p in resolved.problems if p.severity == "error"]
-            activation.messages += messages.coverage_lines(request.name, resolved)
-            if errors or not resolved.layers:
-                if not errors:
-                    activation.messages.append(
-                        f"{request.name}: no layer of this model matches; nothing applied."
-                    )
-                return
-            active.append(ActiveLora(resolved, te=request.te, unet=request.unet, dyn=request.dyn))
-            activation.active.append((request, entry, resolved))
-        except Exception as exc:  # an engine bug on one file must not take the other LoRAs down
-            messages.report_exception(f"lora_ext: loading {request.name}", exc)
-            activation.messages.append(f"{request.name}: could not be loaded ({type(exc).__name__}: {exc}).")
 
     def deactivate(self, p: Any) -> None:
         """``ExtraNetwork.deactivate``: only called when the last batch had tags, so restore is also elsewhere."""
@@ -301,6 +286,16 @@ class A1111Host:
     def _run_hooks(self) -> None:
         for hook in list(self.hooks):
             hook(self)
+
+
+def generation_seed(p: Any) -> int | None:
+    """The seed of the batch being generated (seeds random block weights ``R``/``U``), or None."""
+    for attr in ("seeds", "all_seeds"):
+        seeds = getattr(p, attr, None)
+        if seeds:
+            return int(seeds[0])
+    seed = getattr(p, "seed", None)
+    return int(seed) if isinstance(seed, (int, float)) else None
 
 
 def _stat(path: str) -> tuple[int, int]:

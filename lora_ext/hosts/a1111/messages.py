@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lora_ext.adapters import ResolvedLora
 from lora_ext.errors import Problem
 
 PREFIX = "[lora_ext]"
@@ -45,17 +44,18 @@ def not_found(p: Any, names: list[str], lines: list[str]) -> None:
             pass
 
 
-def coverage_lines(name: str, resolved: ResolvedLora) -> list[str]:
-    """Coverage problems worth showing: unmatched keys ("x: 12 of 264 keys unmatched; …"), refusal, warnings."""
+def activation_lines(found: Any) -> list[str]:
+    """Lines for an ``ActiveSet``: each LoRA's coverage summary when keys were unmatched or the file was refused,
+    then every warning and error (lookup notes such as duplicates, bad arguments, load and coverage problems)."""
     out: list[str] = []
-    report = resolved.report
-    if report is not None and (
-        getattr(report, "unmatched", None) or getattr(report, "verdict", "ok") != "ok"
-    ):
-        out.append(report.summary())
-    for problem in resolved.problems:
+    for _, report in found.reports:
+        if report is not None and (
+            getattr(report, "unmatched", None) or getattr(report, "verdict", "ok") != "ok"
+        ):
+            out.append(report.summary())
+    for problem in found.problems:
         line = str(problem)
-        if problem.severity in ("error", "warning") and line not in out:
+        if problem.severity != "info" and line not in out:
             out.append(line)
     return out
 
