@@ -297,8 +297,12 @@ class Patcher:
 
 
 def _request_key(active: Sequence[ActiveLora]) -> tuple:
-    """Identity of a request: the same ResolvedLora objects (with as many layers) at the same multipliers and ranks."""
-    return tuple((id(e.lora), len(e.lora.layers), float(e.te), float(e.unet), e.dyn) for e in active)
+    """Identity of a request: the same ResolvedLora objects (with as many layers) at the same multipliers, ranks and
+    block weights."""
+    return tuple(
+        (id(e.lora), len(e.lora.layers), float(e.te), float(e.unet), e.dyn, getattr(e, "blocks", None))
+        for e in active
+    )
 
 
 def _devices(slots) -> set[torch.device]:
