@@ -184,7 +184,7 @@ def test_corrupt_inputs_are_reported_per_file_and_the_rest_lists(tmp_path, monke
     os.chmod(unreadable, 0)
     (root / "broken.safetensors").symlink_to(root / "missing-target.safetensors")
     (root / "good.json").write_text("{broken json")
-    import lora_ext.library.header as header_module
+    import lora_ext.formats.safetensors_header as header_module
 
     real_open = open
 

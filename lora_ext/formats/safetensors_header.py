@@ -1,7 +1,12 @@
-"""Bounds-checked reader for the header of a ``.safetensors`` file (no tensor is loaded).
+"""The one reader for the header of a ``.safetensors`` file (no tensor is loaded).
 
 Layout (FORMATS.md §2): 8-byte little-endian u64 N, N bytes of UTF-8 JSON, then tensor data from 8 + N to EOF.
 Every way the header can be broken gives a ``Problem`` naming the file, never an exception.
+
+Two modes serve the two users: the loader validates every tensor entry (dtype, shape, offsets inside the file)
+before it reads tensor data; the library's scan of thousands of files (``validate=False``) only parses the JSON and
+checks that each entry is an object, because checking ~1 000 entries per file costs as much as parsing them.
+This module imports only the standard library (the library scan must not import torch).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from lora_ext.errors import Problem
 
@@ -35,6 +41,10 @@ DTYPE_SIZES = {
     "F64": 8,
 }
 
+#: Start of the message when the file could not be opened or read at all (permissions, I/O): a failure that may be
+#: temporary, unlike a damaged file. ``is_unreadable`` tests for it.
+_UNREADABLE = "cannot open this file"
+
 
 @dataclass
 class SafetensorsHeader:
@@ -42,85 +52,108 @@ class SafetensorsHeader:
 
     path: the file.
     metadata: ``__metadata__`` (string -> string; non-string values are JSON-encoded).
-    tensors: key -> (dtype name such as ``"F16"``, shape tuple).
-    data_offset: byte offset of the tensor data (8 + N).
+    entries: key -> the header's own entry ``{"dtype": str, "shape": [int, ...], "data_offsets": [begin, end]}``,
+        offsets in bytes relative to ``data_offset``. Checked in full only when read with ``validate=True``.
+    data_offset: absolute byte offset of the tensor data (8 + N).
     file_size: size of the file in bytes.
+    validated: whether every entry was checked (known dtype, shape of non-negative ints, offsets inside the file
+        and matching the shape).
     """
 
     path: str
     metadata: dict[str, str] = field(default_factory=dict)
-    tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
-    data_offset: int = 0
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_offset: int = 8
     file_size: int = 0
+    validated: bool = False
+
+    @property
+    def tensors(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """key -> (dtype name such as ``"F16"``, shape tuple). Safe on validated headers only."""
+        return {key: (entry["dtype"], tuple(entry["shape"])) for key, entry in self.entries.items()}
+
+    def data_end(self) -> int:
+        """Absolute offset just past the last tensor's bytes (``data_offset`` when there are none).
+
+        Raises KeyError/TypeError/ValueError/IndexError on malformed entries of an unvalidated header.
+        """
+        return self.data_offset + max((int(e["data_offsets"][1]) for e in self.entries.values()), default=0)
 
 
-def _problem(path: str, what: str) -> Problem:
-    return Problem(
-        subject=path,
-        message=f"cannot read this .safetensors file: {what}. The file is damaged or not a safetensors file; "
-        "download it again or remove it.",
-    )
+def is_unreadable(problem: Problem) -> bool:
+    """True when ``problem`` says the file could not be opened or read (perhaps temporary, e.g. permissions)."""
+    return problem.message.startswith(_UNREADABLE)
 
 
-def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader | Problem:
-    """Read and validate the header of ``path`` without loading tensors.
+def read_safetensors_header(
+    path: str | os.PathLike[str], *, validate: bool = True, file_size: int | None = None
+) -> SafetensorsHeader | Problem:
+    """Read the header of ``path`` without loading tensors.
 
-    Checks: a regular non-empty file, N within the file and below ``MAX_HEADER_BYTES``, JSON object, every
-    tensor entry with known dtype, integer shape and ``data_offsets`` inside the data area and matching the size.
+    validate: check every tensor entry (see ``SafetensorsHeader.validated``); False only checks that the header is
+        a JSON object whose entries are objects (the library's fast scan).
+    file_size: the size in bytes when the caller already knows it (saves a stat); otherwise taken from the open file.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        return _problem(path, "it is a directory, not a file")
     try:
-        size = os.path.getsize(path)
-        if size < 8:
-            return _problem(path, "the file is empty" if size == 0 else f"the file has only {size} bytes")
         with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size if file_size is None else file_size
+            if size < 8:
+                return _damaged(path, "the file is empty" if size == 0 else f"the file has only {size} bytes")
             (n,) = struct.unpack("<Q", handle.read(8))
             if n > size - 8:
-                return _problem(
-                    path, f"the header claims {n} bytes but the file has only {size - 8} after the length"
+                return _damaged(
+                    path,
+                    f"the header claims {n} bytes but the file has only {size - 8} after the length "
+                    "(the file is truncated)",
                 )
             if n > MAX_HEADER_BYTES:
-                return _problem(path, f"the header length {n} is implausibly large")
+                return _damaged(path, f"the header length {n} is implausibly large")
             raw = handle.read(n)
+    except IsADirectoryError:
+        return _damaged(path, "it is a directory, not a file")
     except OSError as err:
-        return _problem(path, f"the file could not be opened ({err.strerror or err})")
+        return Problem(path, f"{_UNREADABLE} ({err.strerror or err}). Check its permissions, then refresh.")
+    if len(raw) < n:
+        return _damaged(path, "the header is truncated")
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        return _problem(path, "the header is not valid JSON")
+        return _damaged(path, "the header is not valid JSON")
     if not isinstance(header, dict):
-        return _problem(path, "the header is not a JSON object")
+        return _damaged(path, "the header is not a JSON object")
+    raw_meta = header.pop("__metadata__", None)
+    metadata = (
+        {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_meta.items()}
+        if isinstance(raw_meta, dict)
+        else {}
+    )
+    result = SafetensorsHeader(path, metadata, header, 8 + n, size, validate)
+    if not validate:
+        if not all(type(entry) is dict for entry in header.values()):
+            return _damaged(path, "a tensor entry is not an object")
+        return result
     data_size = size - 8 - n
-    result = SafetensorsHeader(path=path, data_offset=8 + n, file_size=size)
     for key, entry in header.items():
-        if key == "__metadata__":
-            if isinstance(entry, dict):
-                result.metadata = {
-                    str(k): v if isinstance(v, str) else json.dumps(v) for k, v in entry.items()
-                }
-            continue
-        checked = _check_entry(key, entry, data_size)
-        if isinstance(checked, str):
-            return _problem(path, checked)
-        result.tensors[key] = checked
+        reason = _check_entry(key, entry, data_size)
+        if reason is not None:
+            return _damaged(path, reason)
     return result
 
 
-def _check_entry(key: str, entry: object, data_size: int) -> tuple[str, tuple[int, ...]] | str:
-    """Validate one tensor entry; return (dtype, shape) or a reason string."""
+def _check_entry(key: str, entry: object, data_size: int) -> str | None:
+    """Why one tensor entry is invalid, or None when it is fine."""
     if not isinstance(entry, dict):
         return f"tensor {key!r} has no description"
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if dtype not in DTYPE_SIZES:
         return f"tensor {key!r} has unknown dtype {dtype!r}"
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         return f"tensor {key!r} has an invalid shape"
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
+        or not all(type(o) is int for o in offsets)
         or not 0 <= offsets[0] <= offsets[1]
     ):
         return f"tensor {key!r} has invalid data offsets"
@@ -131,4 +164,12 @@ def _check_entry(key: str, entry: object, data_size: int) -> tuple[str, tuple[in
         count *= d
     if offsets[1] - offsets[0] != count * DTYPE_SIZES[dtype]:
         return f"tensor {key!r} has {offsets[1] - offsets[0]} bytes but its shape needs {count * DTYPE_SIZES[dtype]}"
-    return dtype, tuple(shape)
+    return None
+
+
+def _damaged(path: str, what: str) -> Problem:
+    return Problem(
+        path,
+        f"cannot read this .safetensors file: {what}. The file is damaged or not a safetensors file "
+        "(perhaps an incomplete download); download it again or remove it.",
+    )

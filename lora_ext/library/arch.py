@@ -71,7 +71,7 @@ def from_base_model_version(metadata: Mapping[str, Any]) -> str | None:
 def from_keys(tensors: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Architecture from tensor key names and shapes, or None when the keys do not tell.
 
-    tensors: key -> header entry with a ``"shape"`` list, as in ``header.Header.tensors``.
+    tensors: key -> header entry with a ``"shape"`` list, as in ``SafetensorsHeader.entries`` (lora_ext.formats).
     Block markers sit in the first 40 characters of a key, so they are searched in the few distinct key heads;
     shapes are read from the "down" matrices only (their second dim is the layer's input width).
     """

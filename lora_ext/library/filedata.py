@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lora_ext.errors import Problem
+from lora_ext.formats.header_values import decode_metadata, read_scalar
+from lora_ext.formats.safetensors_header import SafetensorsHeader, is_unreadable, read_safetensors_header
 from lora_ext.library import arch as arch_rules
 from lora_ext.library.entry import Summary
-from lora_ext.library.header import Header, decode_metadata, read_header, read_scalar
 from lora_ext.library.summary import first_alpha_key, summarize
 
 #: Metadata key holding embedded cover images (base64 list); kept out of ``LoraEntry.metadata`` (large).
@@ -59,14 +60,14 @@ def read_file_data(path: str, ext: str, size: int) -> FileData:
     an empty summary and are detected by their sidecars alone)."""
     if ext != ".safetensors":
         return FileData()
-    header = read_header(path, size)
+    header = read_safetensors_header(path, validate=False, file_size=size)
     if isinstance(header, Problem):
-        return FileData(problems=(header,), cacheable="Cannot read" not in header.message)
-    return file_data_from_header(path, header, size)
+        return FileData(problems=(header,), cacheable=not is_unreadable(header))
+    return file_data_from_header(header, size)
 
 
-def file_data_from_header(path: str, header: Header, size: int | None = None) -> FileData:
-    """``FileData`` for an already parsed header (reads at most one alpha scalar from ``path``).
+def file_data_from_header(header: SafetensorsHeader, size: int | None = None) -> FileData:
+    """``FileData`` for an already parsed header (reads at most one alpha scalar from ``header.path``).
 
     size: the file size in bytes; when given, tensor data reaching past the end of the file (a truncated
     download) is reported.
@@ -76,18 +77,16 @@ def file_data_from_header(path: str, header: Header, size: int | None = None) ->
     cover_count = sum(1 for c in covers if c) if isinstance(covers, list) else 0
     first_alpha = None
     if "ss_network_alpha" not in metadata and "lora_adapter_metadata" not in metadata:
-        alpha_key = first_alpha_key(header.tensors)
+        alpha_key = first_alpha_key(header.entries)
         if alpha_key is not None:
-            first_alpha = read_scalar(path, header, alpha_key)
+            first_alpha = read_scalar(header, alpha_key)
     try:
-        summary = summarize(header.tensors, metadata, first_alpha)
-        detection = arch_rules.detect_file(metadata, header.tensors)
-        data_end = header.data_offset + max(
-            (int(e["data_offsets"][1]) for e in header.tensors.values()), default=0
-        )
+        summary = summarize(header.entries, metadata, first_alpha)
+        detection = arch_rules.detect_file(metadata, header.entries)
+        data_end = header.data_end()
     except (KeyError, TypeError, ValueError, IndexError):
         problem = Problem(
-            path,
+            header.path,
             "Not a readable safetensors file: a tensor entry of its header is malformed. Download it again or "
             "remove it.",
         )
@@ -96,7 +95,7 @@ def file_data_from_header(path: str, header: Header, size: int | None = None) ->
     if size is not None and data_end > size:
         problems = (
             Problem(
-                path,
+                header.path,
                 f"The file is truncated: its tensors need {data_end} bytes but it has {size}. The download is "
                 "incomplete; download it again.",
             ),

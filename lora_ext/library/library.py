@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lora_ext.errors import Problem
+from lora_ext.formats.safetensors_header import read_safetensors_header
 from lora_ext.library.cache import DEFAULT_CACHE_NAME
 from lora_ext.library.entry import EMBEDDED_PREVIEW, Hashes, LoraEntry, RefreshReport, Resolution
 from lora_ext.library.filedata import COVER_KEY
 from lora_ext.library.hashstore import HashStore
-from lora_ext.library.header import read_header
 from lora_ext.library.indexer import Indexer, Snapshot
 from lora_ext.library.paths import safe_path
 from lora_ext.library.reads import ReadCounter
@@ -197,7 +197,7 @@ class LoraLibrary:
         if isinstance(checked, Problem):
             return checked
         self._counter.count(current.path)
-        header = read_header(checked)
+        header = read_safetensors_header(checked, validate=False)
         if isinstance(header, Problem):
             return header
         try:
