@@ -40,8 +40,7 @@ def layer_delta(
     with torch.no_grad(), torch.autocast(device_type=w0.device.type, enabled=False):
         w0 = w0.to(torch.float32)
         raw = _raw_delta(family, adapter, w0, dyn, what)
-        scale_part = None if raw.fixed_scale else optional_part(adapter, "scale", w0)
-        scale = float(scale_part.reshape(-1)[0]) if scale_part is not None else raw.scale
+        scale = raw.scale if raw.fixed_scale else _scale_part(adapter, raw.scale)
         weight = None
         if raw.weight is not None:
             weight = fit_to_weight(raw.weight, w0.shape, what)
@@ -57,6 +56,12 @@ def layer_delta(
         if raw.bias is not None:
             bias = multiplier * fit_bias(raw.bias, None if b0 is None else b0.shape, what)
     return LayerDelta(weight=weight, bias=bias)
+
+
+def _scale_part(adapter: LayerAdapter, default: float) -> float:
+    """The ``scale`` part as a Python float (read where the file put it, usually CPU: no device sync), else ``default``."""
+    part = adapter.tensors.get("scale")
+    return default if part is None else float(part.reshape(-1)[0])
 
 
 def _raw_delta(
