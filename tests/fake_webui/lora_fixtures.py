@@ -47,14 +47,13 @@ def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[s
     return [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
 
 
-def expected_state(
-    family: str, loras: list[tuple[Path, float, float]], seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` applied by the engine directly (each LoRA named
-    after its file stem, as a tag names it)."""
+def expected_state(family: str, loras: list[tuple], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Weights of a fresh tiny A1111 model with ``(file, te, unet)`` or ``(file, te, unet, lbw value)`` applied by
+    the engine directly (each LoRA named after its file stem, as a tag names it)."""
     from fake_webui.harness import tiny_model
 
     from lora_ext.adapters import ActiveLora
+    from lora_ext.blocks import parse_block_weights
     from lora_ext.engine import LoraLoader
     from lora_ext.keys.model_parts import ModelParts
     from lora_ext.patcher import Patcher
@@ -63,9 +62,10 @@ def expected_state(
     parts = ModelParts.from_a1111(model)
     loader = LoraLoader()
     active = []
-    for path, te, unet in loras:
+    for path, te, unet, *lbw in loras:
         resolved = loader.resolve(str(path), parts, Path(path).stem)
-        active.append(ActiveLora(resolved, te=te, unet=unet))
+        blocks = parse_block_weights(lbw[0], family) if lbw else None
+        active.append(ActiveLora(resolved, te=te, unet=unet, blocks=blocks))
     result = Patcher().apply(active)
     assert result.ok, result.problems
     return state(model)
