@@ -100,8 +100,9 @@ class LoraFile:
     """A LoRA file as read from disk, before any model is known.
 
     path: absolute path of the file.
-    tensors: key -> tensor (safetensors: memory-mapped, CPU). A cloneofsimo ``.pt`` list is stored under keys
-        ``"0"``, ``"1"``, ... in list order.
+    tensors: key -> CPU tensor in the stored dtype (safetensors: views of one private buffer read from the file,
+        never a mapping of it, so a file changed on disk cannot change them). A cloneofsimo ``.pt`` list is stored
+        under keys ``"0"``, ``"1"``, ... in list order.
     metadata: safetensors ``__metadata__`` (string -> string), possibly merged with ``adapter_config.json`` found
         beside the file under the key ``"adapter_config.json"`` (its JSON text).
     """

@@ -1,7 +1,7 @@
 """Read a LoRA file from disk into a ``LoraFile`` (tensors + metadata), or a ``Problem`` naming the file.
 
-``.safetensors`` is validated with our own header reader, then opened with ``safetensors.safe_open`` (tensors are
-CPU, in the stored dtype). ``.pt``/``.ckpt``/``.bin`` are read only with ``torch.load(weights_only=True)``: a pickle
+``.safetensors`` is validated with our own header reader, then its data is read with one ``readinto`` into one
+private buffer that the tensors view (CPU, stored dtype; ``safetensors_data`` says why not memory-mapped). ``.pt``/``.ckpt``/``.bin`` are read only with ``torch.load(weights_only=True)``: a pickle
 that needs arbitrary code is refused, and its payload never runs.
 """
 
@@ -15,6 +15,7 @@ import torch
 
 from lora_ext.adapters import LoraFile
 from lora_ext.errors import Problem
+from lora_ext.formats.safetensors_data import read_safetensors_tensors
 from lora_ext.formats.safetensors_header import SafetensorsHeader, read_safetensors_header
 
 PICKLE_SUFFIXES = (".pt", ".ckpt", ".bin", ".pth")
@@ -56,15 +57,9 @@ def _read_safetensors(path: str) -> LoraFile | Problem:
             "this is a full Stable Diffusion checkpoint (it contains the UNet/VAE weights themselves), not a LoRA; "
             "move it to the checkpoint folder (models/Stable-diffusion).",
         )
-    from safetensors import safe_open
-
-    tensors: dict[str, torch.Tensor] = {}
-    try:
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                tensors[key] = handle.get_tensor(key)
-    except Exception as err:  # the library's own errors for files our header check accepted
-        return Problem(path, f"cannot read the tensors of this .safetensors file ({err}); download it again.")
+    tensors = read_safetensors_tensors(header)
+    if isinstance(tensors, Problem):
+        return tensors
     return LoraFile(path=path, tensors=tensors, metadata=dict(header.metadata))
 
 

@@ -229,7 +229,9 @@ def _add_embedding(result: ResolvedLora, key: str, tensor: torch.Tensor) -> None
         result.unmatched.append(key)
         return
     kind = "string_to_param" if kind.startswith("string_to_param") else kind
-    result.embeddings.setdefault(token, {})[kind] = tensor
+    # a copy: the host may keep embeddings registered long after the file is dropped, and a view would pin the
+    # whole file's buffer in RAM
+    result.embeddings.setdefault(token, {})[kind] = tensor.clone()
 
 
 def _article(arch: str) -> str:
