@@ -214,8 +214,8 @@ function loraExtOption(key, fallback) {
 // Insert or remove a card's tag, activation text and negative text. `card` is the record from the data block.
 function loraExtApplyCard(tab, card) {
     var promptId = loraExtActivePromptId();
-    if (!promptId) {
-        return;
+    if (!promptId || !card.tag_name) {
+        return; // no prompt box on this page, or a shadowed file no tag name reaches
     }
     var sep = loraExtOption("extra_networks_add_text_separator", " ");
     var multiplier = loraExtOption("extra_networks_default_multiplier", tab.data.default_multiplier);
@@ -385,11 +385,41 @@ function loraExtSetupTab(root) {
         } else if (button.classList.contains("lora-ext-info") && card) {
             e.stopPropagation();
             loraExtSend(prefix, "select", card.name);
+            loraExtShowInspector(prefix);
         } else if (button.classList.contains("lora-ext-card") && card) {
             loraExtApplyCard(tab, card);
         }
     });
+    loraExtWatchModel(tab);
     return tab;
+}
+
+// Ask Python to re-render the cards when the loaded model's architecture is not the one they were rendered for
+// (USERS C19). Sent when the browser becomes visible (tab switch) and when the pointer enters it, at most every
+// 2 s; Python answers with no change when the architecture is the same, so this costs one tiny request.
+function loraExtWatchModel(tab) {
+    var last = 0;
+    var check = function() {
+        var now = Date.now();
+        if (!tab.data || now - last < 2000) return;
+        last = now;
+        loraExtSend(tab.prefix, "sync", tab.data.model_arch || "");
+    };
+    tab.root.addEventListener("pointerenter", check);
+    if (typeof IntersectionObserver === "function") {
+        new IntersectionObserver(function(seen) {
+            if (seen.some(function(s) { return s.isIntersecting; })) check();
+        }).observe(tab.root);
+    }
+}
+
+// Open the inspector (an accordion) and bring it into view after a card's i button was pressed.
+function loraExtShowInspector(prefix) {
+    var panel = loraExtRoot().querySelector("#" + prefix + "_inspector");
+    if (!panel) return;
+    var label = panel.querySelector(".label-wrap");
+    if (label && !label.classList.contains("open")) label.click();
+    panel.scrollIntoView({behavior: "smooth", block: "start"});
 }
 
 // Click on a dataset tag in the inspector: add it to the activation-text box (comma separated).

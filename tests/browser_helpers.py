@@ -60,8 +60,10 @@ def screenshot(page, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def serve_blocks(blocks, allowed_paths: list[str] | None = None) -> Iterator[str]:
-    """Launch a Gradio Blocks on 127.0.0.1 at a free port (non-blocking); yield its URL; close on exit."""
+def serve_blocks(blocks, allowed_paths: list[str] | None = None, library=None) -> Iterator[str]:
+    """Launch a Gradio Blocks on 127.0.0.1 at a free port (non-blocking); yield its URL; close on exit.
+
+    library: when given, the app's card-preview route serves that library's previews (as ``launch_app`` does)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     port = free_port()
     blocks.queue()
@@ -73,6 +75,10 @@ def serve_blocks(blocks, allowed_paths: list[str] | None = None) -> Iterator[str
         quiet=True,
         allowed_paths=allowed_paths or [],
     )
+    if library is not None:
+        from lora_ext.ui.app import add_preview_route
+
+        add_preview_route(blocks.server_app, library)
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for(url)

@@ -88,7 +88,7 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
     from lora_ext.ui.app import build_app
 
     prompt, neg = "#lora_ext_app_prompt textarea", "#lora_ext_app_neg_prompt textarea"
-    with serve_blocks(build_app(runtime), allowed_paths=runtime.lora_dirs) as url, browser_page() as page:
+    with serve_blocks(build_app(runtime), library=runtime.library) as url, browser_page() as page:
         page.goto(url)
         wait_cards(page, ["style", "sub/slider", "zeta"])
 
@@ -237,7 +237,7 @@ def test_card_page_in_a1111_prompt_layout(tmp_path):
 
     prompt, neg = "#txt2img_prompt textarea", "#txt2img_neg_prompt textarea"
     with (
-        serve_blocks(build_app(rt, prompt_prefix="txt2img"), allowed_paths=rt.lora_dirs) as url,
+        serve_blocks(build_app(rt, prompt_prefix="txt2img"), library=rt.library) as url,
         browser_page() as page,
     ):
         page.add_init_script(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from lora_ext.library.entry import CivitaiInfo, LoraEntry, Summary
 from lora_ext.ui.cards import card_data, data_block_html, dataset_tags, tag_names
@@ -121,3 +122,38 @@ def test_five_thousand_entries_produce_all_cards():
     data = card_data(entries, model_arch="SD1")
     assert len(data["cards"]) == 5000
     assert len({c["name"] for c in data["cards"]}) == 5000
+
+
+def test_tag_names_come_from_the_library_and_resolve_to_the_card_file(tmp_path):
+    """Two roots holding the same sub/x: every card's tag resolves (through the library) to that card's own file,
+    a file no name reaches is marked shadowed and inserts nothing, and the card keys stay unique."""
+    from lora_ext.library import LoraLibrary
+    from tests.test_ui_previews import write_lora
+
+    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    for root in (r1, r2):
+        (root / "sub").mkdir(parents=True)
+    write_lora(r1 / "sub" / "x.safetensors")
+    write_lora(r2 / "sub" / "x.safetensors", {"ss_output_name": "x_other"})  # reachable by its alias
+    write_lora(r1 / "sub" / "z.safetensors")
+    write_lora(r2 / "sub" / "z.safetensors")  # same relpath, no alias: nothing reaches it
+    write_lora(r2 / "solo.safetensors", {"ss_output_name": "Solo Alias"})
+    library = LoraLibrary([str(r1), str(r2)], cache_path=False)
+    library.refresh()
+
+    for preferred in ("alias", "filename"):
+        cards = card_data(library.entries(), preferred_name=preferred, library=library)["cards"]
+        keys = [c["name"] for c in cards]
+        assert len(set(keys)) == len(keys) == 5
+        shadowed = [c for c in cards if c["tag_name"] is None]
+        assert [c["name"] for c in shadowed] == ["sub/z@2"]
+        assert "lora-ext-shadowed" in shadowed[0]["html"] and "Rename one" in shadowed[0]["html"]
+        for card, entry in zip(cards, library.entries(), strict=True):
+            if card["tag_name"] is not None:
+                assert library.resolve(card["tag_name"]).path == entry.path, (preferred, card["tag_name"])
+        names = {
+            Path(e.root).name + ":" + c["name"]: c["tag_name"]
+            for c, e in zip(cards, library.entries(), strict=True)
+        }
+        assert names["r2:sub/x@2"] == "x_other"  # the file name "x" means r1's file: the alias is the way
+        assert names["r2:solo"] == ("Solo Alias" if preferred == "alias" else "solo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 
 import torch
 from PIL import Image
@@ -12,7 +13,7 @@ from safetensors.torch import save_file
 
 from lora_ext.library import LoraLibrary
 from lora_ext.ui.cards import PLACEHOLDER, card_data
-from lora_ext.ui.previews import image_mime, library_preview_url
+from lora_ext.ui.previews import PREVIEW_ROUTE, image_mime, preview_payload, preview_route_url
 
 
 def png_bytes(color) -> bytes:
@@ -29,8 +30,21 @@ def write_lora(path, metadata=None) -> None:
     save_file(tensors, str(path), metadata=metadata or {})
 
 
+def served(library):
+    """A FastAPI app with only the card-preview route, and a client for it."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lora_ext.ui.app import add_preview_route
+
+    app = FastAPI()
+    add_preview_route(app, library)
+    return TestClient(app)
+
+
 def test_file_then_embedded_cover_then_placeholder(tmp_path):
     cover = png_bytes((0, 200, 0))
+    filed = png_bytes((200, 0, 0))
     write_lora(
         tmp_path / "covered.safetensors",
         {"ssmd_cover_images": json.dumps([base64.b64encode(cover).decode()])},
@@ -38,20 +52,65 @@ def test_file_then_embedded_cover_then_placeholder(tmp_path):
     write_lora(
         tmp_path / "filed.safetensors", {"ssmd_cover_images": json.dumps([base64.b64encode(cover).decode()])}
     )
-    (tmp_path / "filed.preview.png").write_bytes(png_bytes((200, 0, 0)))
+    (tmp_path / "filed.preview.png").write_bytes(filed)
     write_lora(tmp_path / "bare.safetensors")
     library = LoraLibrary([str(tmp_path)])
     library.refresh()
-    cards = {
-        c["name"]: c for c in card_data(library.entries(), preview_url=library_preview_url(library))["cards"]
-    }
+    cards = {c["name"]: c for c in card_data(library.entries(), preview_url=preview_route_url)["cards"]}
+    client = served(library)
 
-    assert f'src="file={tmp_path}/filed.preview.png"' in cards["filed"]["html"]
-    src = cards["covered"]["html"].split('src="', 1)[1].split('"', 1)[0]
-    assert src.startswith("data:image/png;base64,")
-    assert base64.b64decode(src.split(",", 1)[1]) == cover
+    def image(name):
+        src = cards[name]["html"].split('src="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+        assert src.startswith(PREVIEW_ROUTE + "?")
+        r = client.get("/" + src)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        return r.content
+
+    assert image("filed") == filed  # the file beats the embedded cover
+    assert image("covered") == cover
     assert "lora-ext-placeholder" in cards["bare"]["html"]
     assert PLACEHOLDER.split(",")[0] in cards["bare"]["html"]
+    assert preview_payload(library, str(tmp_path / "bare.safetensors")).severity == "info"
+
+
+def test_replaced_preview_gets_a_new_url(tmp_path):
+    write_lora(tmp_path / "x.safetensors")
+    (tmp_path / "x.png").write_bytes(png_bytes("red"))
+    library = LoraLibrary([str(tmp_path)])
+    library.refresh()
+    before = preview_route_url(library.entries()[0])
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "x.png")
+    os.utime(tmp_path / "x.png", ns=(1, 10**18))
+    library.refresh()
+    assert preview_route_url(library.entries()[0]) != before
+
+
+def test_route_serves_nothing_outside_the_roots(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = outside / "secret.png"
+    secret.write_bytes(png_bytes("white"))
+    write_lora(root / "linked.safetensors")
+    os.symlink(secret, root / "linked.png")  # a preview link that leaves the root
+    write_lora(outside / "foreign.safetensors")
+    (outside / "foreign.png").write_bytes(png_bytes("black"))
+    library = LoraLibrary([str(root)])
+    library.refresh()
+    client = served(library)
+
+    for path in (
+        str(secret),
+        str(outside / "foreign.safetensors"),
+        str(root / "linked.safetensors"),
+        "/etc/passwd",
+    ):
+        r = client.get("/" + PREVIEW_ROUTE, params={"path": path})
+        assert r.status_code == 404, (path, r.status_code)
+        assert b"PNG" not in r.content
+    entry = library.entries()[0]
+    assert entry.preview is None or library.preview_file(entry) != str(secret)
 
 
 def test_image_mime_sniffing():

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import is_problem
-from lora_ext.ui.previews import library_preview_url
+from lora_ext.ui.previews import PREVIEW_ROUTE, preview_payload, preview_route_url
 from lora_ext.ui.runtime import Runtime, generate
 from lora_ext.ui.tab import TabHost, build_lora_tab
 
@@ -63,8 +63,31 @@ def coverage_for(runtime: Runtime):
 
 
 def info_html(lines: list[str]) -> str:
-    """The generation info box: one escaped line per coverage report or problem."""
-    return '<div class="lora-ext-geninfo">' + "<br>".join(html.escape(line) for line in lines) + "</div>"
+    """The generation info box: one escaped line per coverage report or problem; error and warning lines (those
+    starting with ``error:`` / ``warning:``) are marked so the theme shows them in its error colour."""
+    out = []
+    for line in lines:
+        cls = "lora-ext-problem" if line.startswith(("error:", "warning:")) else "lora-ext-infoline"
+        out.append(f'<div class="{cls}">{html.escape(line)}</div>')
+    return '<div class="lora-ext-geninfo">' + "".join(out) + "</div>"
+
+
+def add_preview_route(server_app: Any, library: Any) -> None:
+    """Serve card previews at ``/lora_ext/preview?path=<LoRA file>`` on the app's FastAPI server, only through
+    ``library.preview_file`` / ``library.cover_image`` (``lora_ext.ui.previews.preview_payload``)."""
+    from fastapi import Response
+    from fastapi.responses import FileResponse
+
+    def preview(path: str = "") -> Any:
+        payload = preview_payload(library, path)
+        if is_problem(payload):
+            return Response(payload.message, status_code=404, media_type="text/plain")
+        headers = {"Cache-Control": "no-cache"}
+        if payload.file is not None:
+            return FileResponse(payload.file, media_type=payload.mime, headers=headers)
+        return Response(payload.data, media_type=payload.mime, headers=headers)
+
+    server_app.add_api_route("/" + PREVIEW_ROUTE, preview, methods=["GET"])
 
 
 def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = APP_PREFIX) -> Any:
@@ -78,7 +101,7 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         preferred_name=lambda: settings["name"],
         coverage=coverage_for(runtime),
         last_image=lambda: last["image"],
-        preview_url=library_preview_url(runtime.library),
+        preview_url=preview_route_url,
     )
     defaults = runtime.defaults
     js = inject_script_js(extension_js())
@@ -149,15 +172,28 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
 
 def launch_app(runtime: Runtime, host: str = "127.0.0.1", port: int = 7861, block: bool = True) -> Any:
     """Build and serve the app; with ``block`` False the server runs in a thread and the Blocks is returned
-    (``.close()`` stops it)."""
+    (``.close()`` stops it). Card previews come from the app's own route (``add_preview_route``); Gradio's
+    ``/file=`` route is not opened to the LoRA folders, and the working folder is blocked for it."""
     demo = build_app(runtime)
     demo.queue()
     demo.launch(
         server_name=host,
         server_port=port,
-        allowed_paths=list(runtime.lora_dirs),
+        blocked_paths=[str(Path.cwd())] if not _temp_dir_inside(Path.cwd()) else [],
         show_api=False,
-        prevent_thread_lock=not block,
-        quiet=not block,
+        prevent_thread_lock=True,
+        quiet=True,
     )
+    add_preview_route(demo.server_app, runtime.library)
+    if block:
+        demo.block_thread()
     return demo
+
+
+def _temp_dir_inside(folder: Path) -> bool:
+    """Whether Gradio's temporary folder (gallery images) lies inside ``folder`` (blocking it would hide them)."""
+    import os
+    import tempfile
+
+    temp = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    return temp == folder.resolve() or folder.resolve() in temp.parents

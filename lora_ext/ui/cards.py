@@ -16,27 +16,26 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry
+from lora_ext.library.entry import LoraEntry
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
 LOADABLE_ARCHS = ("SD1", "SD2", "SDXL")
 #: Dataset tags per dataset put into a card's search text.
 SEARCH_TAGS = 40
 DEFAULT_PAGE_SIZE = 60
-#: A tiny neutral SVG used when a LoRA has no preview.
+#: The neutral placeholder of a LoRA without a preview: a soft grey square saying "no preview".
 PLACEHOLDER = (
     "data:image/svg+xml;utf8,"
-    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 4 3'><rect width='4' height='3' fill='%23888' "
-    "fill-opacity='0.25'/></svg>"
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 40 40'><rect width='40' height='40' fill='%23888' "
+    "fill-opacity='0.18'/><text x='20' y='22' font-family='sans-serif' font-size='5' text-anchor='middle' "
+    "fill='%23888'>no preview</text></svg>"
 )
 
 PreviewUrl = Callable[[LoraEntry], "str | None"]
 
 
-def gradio_file_url(entry: LoraEntry) -> str | None:
-    """Preview URL for a Gradio app that serves the library roots (``/file=<abs path>``); None for embedded covers."""
-    if entry.preview and not entry.preview.startswith(EMBEDDED_PREVIEW):
-        return "file=" + entry.preview
+def no_preview(entry: LoraEntry) -> str | None:
+    """Preview URL function for callers that serve no images: every card shows the placeholder."""
     return None
 
 
@@ -65,10 +64,11 @@ def dataset_tags(metadata: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def tag_names(entries: Sequence[LoraEntry], preferred: str = "alias") -> dict[str, str]:
-    """relpath -> the name a card inserts into ``<lora:NAME:W>``.
+    """relpath -> tag name by the names alone, for callers without a library (the bench, unit tests).
 
-    preferred: "alias" (A1111 "Alias from file") or "filename". An alias shared by two files is never used (the
-    bare name is, USERS S5); a bare name shared by two files becomes the folder-qualified relpath (S6).
+    The tab uses ``LoraLibrary.tag_name`` instead (``card_data(..., library=...)``), which asks the library's own
+    resolver. Here: an alias shared by two files is never used (the bare name is, USERS S5); a bare name shared by
+    two files becomes the folder-qualified relpath (S6).
     """
     name_count = Counter(e.name for e in entries)
     alias_count = Counter(e.alias for e in entries)
@@ -79,6 +79,30 @@ def tag_names(entries: Sequence[LoraEntry], preferred: str = "alias") -> dict[st
             name = e.alias
         out[e.relpath] = name
     return out
+
+
+def entry_keys(entries: Sequence[LoraEntry]) -> list[str]:
+    """The unique key of each entry's card, in order: its relpath, or ``relpath@N`` for the N-th (N >= 2) file
+    with the same relpath under another root (two roots may both hold ``sub/x``)."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for e in entries:
+        seen[e.relpath] += 1
+        keys.append(e.relpath if seen[e.relpath] == 1 else f"{e.relpath}@{seen[e.relpath]}")
+    return keys
+
+
+def library_tag_name(library: Any, entry: LoraEntry, preferred: str) -> str | None:
+    """``library.tag_name(entry, preferred)`` when that name resolves back to this very file; with "filename"
+    preferred and no file name reaching it, its alias when that does; else None (the file is shadowed: another
+    root holds the same ``folder/name`` and no name reaches it)."""
+    for prefer in ("filename", "alias") if preferred == "filename" else ("alias",):
+        name = library.tag_name(entry, prefer)
+        if name != entry.relpath:
+            return name  # the library checked alias and file name against its resolver already
+        if getattr(library.resolve(name), "path", None) == entry.path:
+            return name
+    return None
 
 
 def format_size(size: int) -> str:
@@ -128,45 +152,66 @@ def _search_text(entry: LoraEntry, tags: list[str]) -> str:
 
 
 def card_html(
-    entry: LoraEntry, *, key: str, preview: str | None, mismatch: bool, fav: bool, weight: str
+    entry: LoraEntry,
+    *,
+    key: str,
+    preview: str | None,
+    mismatch: bool,
+    fav: bool,
+    weight: str,
+    shadowed: bool = False,
 ) -> str:
-    """The HTML of one card. ``key`` is the record's unique name (relpath); all text is escaped."""
+    """The HTML of one card. ``key`` is the record's unique name; all text is escaped.
+
+    shadowed: no tag name reaches this file (another root holds the same ``folder/name``); the card says so and a
+    click inserts nothing.
+    """
     esc = html.escape
     arch_cls = "lora-ext-arch lora-ext-mismatch" if mismatch else "lora-ext-arch"
-    arch_title = f"{entry.arch} LoRA; does not match the loaded model" if mismatch else f"{entry.arch} LoRA"
+    arch_title = (
+        f"{entry.arch} LoRA; the loaded model is another architecture, so it may not work"
+        if mismatch
+        else f"{entry.arch} LoRA"
+    )
     img = esc(preview or PLACEHOLDER, quote=True)
     img_cls = "lora-ext-preview" if preview else "lora-ext-preview lora-ext-placeholder"
+    title = entry.path if not shadowed else f"{entry.path}\n{SHADOWED_HINT}"
     parts = [
-        '<div class="lora-ext-card card" data-name="',
+        '<div class="lora-ext-card card',
+        " lora-ext-shadowed" if shadowed else "",
+        '" data-name="',
         esc(key, quote=True),
         '" title="',
-        esc(entry.relpath, quote=True),
+        esc(title, quote=True),
         '"><img class="',
         img_cls,
         '" loading="lazy" alt="" src="',
         img,
         '"><div class="lora-ext-buttons"><button class="lora-ext-fav',
         " lora-ext-on" if fav else "",
-        '" title="Favourite">★</button><button class="lora-ext-info" title="Inspect">i</button></div>',
+        '" title="Favourite (saved in the LoRA\'s .json)">★</button>'
+        '<button class="lora-ext-info" title="Details and editing">i</button></div>',
         '<div class="lora-ext-badges"><span class="',
         arch_cls,
         '" title="',
         esc(arch_title, quote=True),
         '">',
         esc(entry.arch),
-        ("⚠" if mismatch else ""),
-        '</span><span class="lora-ext-algo">',
+        (" ⚠" if mismatch else ""),
+        '</span><span class="lora-ext-algo" title="Algorithm and rank">',
         esc(_algo_label(entry)),
-        '</span><span class="lora-ext-size">',
+        '</span><span class="lora-ext-size" title="File size">',
         format_size(entry.size),
         '</span></div><div class="lora-ext-text"><div class="lora-ext-name">',
         esc(entry.name),
         "</div>",
     ]
     if entry.alias and entry.alias != entry.name:
-        parts += ['<div class="lora-ext-alias">', esc(entry.alias), "</div>"]
-    if weight or entry.activation_text:
-        parts += ['<div class="lora-ext-activation">']
+        parts += ['<div class="lora-ext-alias" title="Alias (ss_output_name)">', esc(entry.alias), "</div>"]
+    if shadowed:
+        parts += ['<div class="lora-ext-problem">', esc(SHADOWED_HINT), "</div>"]
+    elif weight or entry.activation_text:
+        parts += ['<div class="lora-ext-activation" title="Weight and text a click inserts">']
         if weight:
             parts += ['<span class="lora-ext-weight">', esc(weight), "</span> "]
         parts += [esc(entry.activation_text), "</div>"]
@@ -174,22 +219,28 @@ def card_html(
     return "".join(parts)
 
 
+#: What a shadowed card says (see ``library_tag_name``).
+SHADOWED_HINT = "Another Lora folder has a file with the same folder and name, and it wins. Rename one of them to use this one."
+
+
 def card_record(
     entry: LoraEntry,
     *,
-    tag_name: str,
+    tag_name: str | None,
+    key: str | None = None,
     model_arch: str | None = None,
-    preview_url: PreviewUrl = gradio_file_url,
+    preview_url: PreviewUrl = no_preview,
     path_rank: int = 0,
 ) -> dict[str, Any]:
-    """The browser record of one entry (see ``card_data``)."""
+    """The browser record of one entry (see ``card_data``); ``tag_name`` None marks a shadowed file."""
     tags = search_tags(entry.metadata)
     mismatch = bool(model_arch) and entry.arch != "Unknown" and entry.arch != model_arch
     fav = bool(entry.user_metadata.get("favorite"))
     pw = entry.preferred_weight
     weight = format_weight(pw) if pw is not None else ""
+    key = key or entry.relpath
     return {
-        "name": entry.relpath,
+        "name": key,
         "tag_name": tag_name,
         "weight": weight or None,
         "activation": entry.activation_text.strip(),
@@ -208,7 +259,13 @@ def card_record(
             "size": entry.size,
         },
         "html": card_html(
-            entry, key=entry.relpath, preview=preview_url(entry), mismatch=mismatch, fav=fav, weight=weight
+            entry,
+            key=key,
+            preview=preview_url(entry),
+            mismatch=mismatch,
+            fav=fav,
+            weight=weight,
+            shadowed=tag_name is None,
         ),
     }
 
@@ -219,24 +276,38 @@ def card_data(
     preferred_name: str = "alias",
     default_multiplier: float = 1.0,
     model_arch: str | None = None,
-    preview_url: PreviewUrl = gradio_file_url,
+    preview_url: PreviewUrl = no_preview,
     page_size: int = DEFAULT_PAGE_SIZE,
+    library: Any | None = None,
 ) -> dict[str, Any]:
     """Everything the browser needs to show the tab: ``{"default_multiplier", "model_arch", "page_size", "cards"}``.
 
-    Each card: ``name`` (unique key = relpath), ``tag_name`` (what ``<lora:NAME:W>`` uses), ``weight`` (preferred
-    weight as text or None = default multiplier at click time), ``activation``, ``negative``, ``search`` (lower-case
-    text searched client-side), ``folder``, ``arch``, ``mismatch``, ``fav``, ``hidden``, ``sort`` keys
-    (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
-    Pure and linear in the number of entries (the bench calls it with 5 000 entries).
+    Each card: ``name`` (unique key, ``entry_keys``), ``tag_name`` (what ``<lora:NAME:W>`` uses; None for a shadowed
+    file), ``weight`` (preferred weight as text or None = default multiplier at click time), ``activation``,
+    ``negative``, ``search`` (lower-case text searched client-side), ``folder``, ``arch``, ``mismatch``, ``fav``,
+    ``hidden``, ``sort`` keys (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
+
+    library: the ``LoraLibrary`` the entries come from; its ``tag_name`` decides the names (the tab always passes
+    it). Without it, ``tag_names`` decides from the names alone. Linear in the number of entries (the bench calls
+    it with 5 000 entries).
     """
     items = list(entries)
-    names = tag_names(items, preferred_name)
+    if library is not None:
+        names = [library_tag_name(library, e, preferred_name) for e in items]
+    else:
+        by_relpath = tag_names(items, preferred_name)
+        names = [by_relpath[e.relpath] for e in items]
+    keys = entry_keys(items)
     order = sorted(range(len(items)), key=lambda i: _natural(items[i].relpath))
     rank = {i: r for r, i in enumerate(order)}
     cards = [
         card_record(
-            e, tag_name=names[e.relpath], model_arch=model_arch, preview_url=preview_url, path_rank=rank[i]
+            e,
+            tag_name=names[i],
+            key=keys[i],
+            model_arch=model_arch,
+            preview_url=preview_url,
+            path_rank=rank[i],
         )
         for i, e in enumerate(items)
     ]

@@ -1,14 +1,24 @@
-"""Preview URLs for cards: the preview file when there is one (library lookup order, USERS C2), else the
-embedded ``ssmd_cover_images`` cover as a data URL, else None (the card shows a neutral placeholder)."""
+"""Card previews of the standalone app, served only through the library (``preview_file`` / ``cover_image``).
+
+A card's ``<img>`` points at the app's own route ``lora_ext/preview?path=<LoRA file>``; the route looks the LoRA up
+in the library and answers with its preview file (library lookup order, USERS C2; the library's path guard
+refuses anything outside the roots, symlink escapes included) or its embedded ``ssmd_cover_images`` cover. Nothing
+else is served, and nothing is read while the card data is built, so a 5 000-LoRA page costs no image reads.
+No Gradio or FastAPI here: ``lora_ext.ui.app`` wraps ``preview_payload`` in a route.
+"""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
+import os
+import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
+from lora_ext.errors import Problem
 from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry
-from lora_ext.ui.cards import gradio_file_url
+
+#: Path of the app's preview route (relative, so it also works under a proxy prefix).
+PREVIEW_ROUTE = "lora_ext/preview"
 
 _MAGIC = (
     (b"\x89PNG", "image/png"),
@@ -26,23 +36,58 @@ def image_mime(data: bytes) -> str | None:
     return None
 
 
-def library_preview_url(
-    library: Any, file_url: Callable[[LoraEntry], str | None] = gradio_file_url
-) -> Callable[[LoraEntry], str | None]:
-    """entry -> URL: ``file_url(entry)`` for preview files; a ``data:`` URL of the embedded cover, read through
-    ``library.cover_image(entry, index)``, for ``EMBEDDED_PREVIEW`` entries; None otherwise."""
+def preview_route_url(entry: LoraEntry) -> str | None:
+    """The card image URL of ``entry`` (file preview or embedded cover), or None: the card shows a placeholder.
 
-    def url(entry: LoraEntry) -> str | None:
-        if entry.preview and entry.preview.startswith(EMBEDDED_PREVIEW):
-            try:
-                index = int(entry.preview[len(EMBEDDED_PREVIEW) :] or 0)
-            except ValueError:
-                index = 0
-            data = library.cover_image(entry, index)
-            mime = image_mime(data) if isinstance(data, bytes) else None
-            if mime is None:
-                return None
-            return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-        return file_url(entry)
+    ``v`` changes when the preview does (another file, or a new cover), so browsers do not show a stale image.
+    """
+    if not entry.preview:
+        return None
+    if entry.preview.startswith(EMBEDDED_PREVIEW):
+        version = f"{entry.preview}-{entry.mtime:.0f}"
+    else:
+        try:
+            version = f"{os.path.basename(entry.preview)}-{os.stat(entry.preview).st_mtime_ns}"
+        except OSError:
+            return None
+    query = urllib.parse.urlencode({"path": entry.path, "v": version})
+    return f"{PREVIEW_ROUTE}?{query}"
 
-    return url
+
+@dataclass(frozen=True)
+class PreviewPayload:
+    """What the route answers: ``file`` (a real path inside the roots) or ``data`` (cover bytes), and ``mime``."""
+
+    mime: str
+    file: str | None = None
+    data: bytes | None = None
+
+
+def preview_payload(library: Any, lora_path: str) -> PreviewPayload | Problem:
+    """The preview of the LoRA file ``lora_path`` as the library knows it now, or a Problem (unknown file, no
+    preview, refused path, unreadable cover)."""
+    entry = library.get(lora_path)
+    if entry is None:
+        return Problem(lora_path, "Not a LoRA of this library. Press Refresh on the LoRA tab.")
+    if entry.preview and entry.preview.startswith(EMBEDDED_PREVIEW):
+        try:
+            index = int(entry.preview[len(EMBEDDED_PREVIEW) :] or 0)
+        except ValueError:
+            index = 0
+        data = library.cover_image(entry, index)
+        if isinstance(data, Problem):
+            return data
+        mime = image_mime(data)
+        if mime is None:
+            return Problem(
+                entry.path, "The embedded cover image is not a PNG, JPEG, GIF or WebP image.", "warning"
+            )
+        return PreviewPayload(mime=mime, data=data)
+    real = library.preview_file(entry)
+    if real is None:
+        return Problem(entry.path, "This LoRA has no preview image.", "info")
+    if isinstance(real, Problem):
+        return real
+    with open(real, "rb") as f:
+        mime = image_mime(f.read(16)) or "application/octet-stream"
+    return PreviewPayload(mime=mime, file=real)

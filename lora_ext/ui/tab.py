@@ -21,7 +21,7 @@ import gradio as gr
 from lora_ext.errors import Problem, is_problem
 from lora_ext.library.entry import LoraEntry
 from lora_ext.ui.browser import browser_html
-from lora_ext.ui.cards import card_data, data_block_html, gradio_file_url
+from lora_ext.ui.cards import card_data, data_block_html, entry_keys, no_preview
 from lora_ext.ui.inspector import SD_VERSIONS, editor_values, inspector_html, merged_user_metadata
 
 
@@ -45,7 +45,7 @@ class TabHost:
     preferred_name: Callable[[], str] = lambda: "alias"
     coverage: Callable[[LoraEntry], str | None] | None = None
     last_image: Callable[[], Any] | None = None
-    preview_url: Callable[[LoraEntry], str | None] = gradio_file_url
+    preview_url: Callable[[LoraEntry], str | None] = no_preview
     samples_format: str = "png"
 
 
@@ -66,11 +66,29 @@ class LoraTab:
     components: dict[str, Any] = field(default_factory=dict)
 
 
-def _find(host: TabHost, name: str) -> LoraEntry | None:
-    for e in host.library.entries():
-        if e.relpath == name:
+def _find(host: TabHost, key: str) -> LoraEntry | None:
+    """The entry whose card key (``lora_ext.ui.cards.entry_keys``) is ``key``."""
+    entries = host.library.entries()
+    for e, k in zip(entries, entry_keys(entries), strict=True):
+        if k == key:
             return e
     return None
+
+
+def status_text(library: Any, report: Any = None) -> str:
+    """The line beside Refresh: how many LoRAs in how many folders, and how many have problems."""
+    entries = library.entries()
+    roots = getattr(library, "roots", [])
+    text = f"{len(entries)} LoRA{'s' if len(entries) != 1 else ''}"
+    if roots:
+        text += " in " + ", ".join(html.escape(r) for r in roots)
+    problems = sum(1 for e in entries if e.problems)
+    errors = len(getattr(report, "errors", []) or [])
+    if problems or errors:
+        text += f"; {problems + errors} with problems (see the card's i button)"
+    if not entries:
+        text += ". Put .safetensors LoRA files there and press Refresh."
+    return text
 
 
 def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
@@ -83,17 +101,20 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             default_multiplier=host.default_multiplier(),
             model_arch=host.model_arch(),
             preview_url=host.preview_url,
+            library=host.library if hasattr(host.library, "tag_name") else None,
         )
         return data_block_html(data, prefix)
+
+    def sync(shown_arch: str):
+        """The browser shows cards rendered for ``shown_arch``; re-render only when the loaded model's architecture
+        is another one (USERS C19: badges follow an SD1 <-> SDXL switch without a manual refresh)."""
+        return data_now() if (host.model_arch() or "") != (shown_arch or "") else gr.update()
 
     def refresh(progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through the default
         progress(0, desc="Scanning LoRA folders")
         report = host.library.refresh()
-        progress(1, desc="Building cards")
-        count = len(host.library.entries())
-        errors = len(getattr(report, "errors", []) or [])
-        status = f"{count} LoRAs" + (f", {errors} with problems" if errors else "")
-        return data_now(), status
+        progress(0.8, desc="Building cards")
+        return data_now(), status_text(host.library, report)
 
     def hidden_pair(what: str):
         box = gr.Textbox(elem_id=f"{prefix}_{what}_name", elem_classes=["lora-ext-hidden"], show_label=False)
@@ -103,11 +124,12 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     with gr.Column(elem_id=f"{prefix}_root", elem_classes=["lora-ext-tab"]):
         with gr.Row(elem_classes=["lora-ext-toolbar"]):
             refresh_button = gr.Button("Refresh", elem_id=f"{prefix}_refresh", size="sm")
-            status = gr.HTML("", elem_id=f"{prefix}_status")
+            status = gr.HTML(status_text(host.library), elem_id=f"{prefix}_status")
         gr.HTML(browser_html(prefix), elem_id=f"{prefix}_browser")
         data = gr.HTML(data_now(), elem_id=f"{prefix}_data", elem_classes=["lora-ext-hidden"])
         fav_name, fav_button = hidden_pair("fav")
         sel_name, sel_button = hidden_pair("select")
+        sync_name, sync_button = hidden_pair("sync")
         with gr.Accordion("Inspector", open=True, elem_id=f"{prefix}_inspector"):
             info = gr.HTML(
                 "<p>Click the i button of a card to inspect it.</p>", elem_id=f"{prefix}_insp_info"
@@ -181,12 +203,14 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     def toggle_fav(name):
         entry = _find(host, name)
         if entry is None:
-            return gr.update()
+            return gr.update(), f"{html.escape(name)} is not in the library any more; press Refresh."
         data_ = dict(entry.user_metadata)
         data_["favorite"] = not bool(data_.get("favorite"))
-        write(entry, data_)
+        problem = write(entry, data_)
+        if problem:
+            return data_now(), html.escape(problem)  # the browser already flipped the star: flip it back
         host.library.refresh()
-        return data_now()
+        return data_now(), gr.update()
 
     def replace_preview(name):
         entry = _find(host, name)
@@ -196,13 +220,24 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         if image is None:
             return gr.update(), "Generate an image first; its result becomes the preview."
         target = str(Path(entry.path).with_suffix("")) + "." + host.samples_format
-        image.save(target)
+        folder = (
+            host.library.safe_path(str(Path(entry.path).parent)) if hasattr(host.library, "safe_path") else ""
+        )
+        if is_problem(folder):
+            return gr.update(), html.escape(str(folder))
+        try:
+            image.save(target)
+        except (OSError, ValueError) as exc:
+            return gr.update(), html.escape(
+                f"Could not write {target} ({exc}). Check that the folder is writable."
+            )
         host.library.refresh()
         return data_now(), f"Preview written to {html.escape(target)}"
 
     refresh_button.click(refresh, outputs=[data, status])
     sel_button.click(select, inputs=[sel_name], outputs=[info] + editor)
-    fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data])
+    fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data, status])
+    sync_button.click(sync, inputs=[sync_name], outputs=[data])
     save.click(save_meta, inputs=[sel_name] + editor, outputs=[data, insp_status])
     preview.click(replace_preview, inputs=[sel_name], outputs=[data, insp_status])
 
