@@ -70,6 +70,8 @@ def mismatch(adapter: LayerAdapter, target: Target) -> str | None:
         elif adapter.algo == "boft":
             blocks = t["oft_blocks"]
             got_out, got_in = blocks.shape[1] * blocks.shape[-1], inp
+        elif adapter.algo == "glora":
+            return _glora_mismatch(t, out, inp, flat)
         elif adapter.algo == "ia3":
             n = t["weight"].numel()
             return None if n in (out, inp) else f"scale vector of {n} vs layer {out}x{inp}"
@@ -80,3 +82,25 @@ def mismatch(adapter: LayerAdapter, target: Target) -> str | None:
     if got_out != out or not _in_ok(got_in, inp, flat, conv):
         return f"LoRA {got_out}x{got_in} vs layer {out}x{inp}"
     return None
+
+
+def _glora_mismatch(t: dict[str, torch.Tensor], out: int, inp: int, flat: int) -> str | None:
+    """GLoRA in either LyCORIS layout (FORMATS.md §9.8; old iff a2 has as many rows as flat(W) has columns).
+
+    Old: a1 ``[r, in·k·k]``, a2 ``[in·k·k, r]``, b1 ``[r, in·k·k]``, b2 ``[out, r]``.
+    New: a1 ``[in, r]``, a2 ``[r, in]``, b1 ``[out, r]``, b2 ``[r, in(, k, k)]``.
+    """
+    a1, a2, b1, b2 = t["a1"], t["a2"], t["b1"], t["b2"]
+    if a2.shape[0] == flat:
+        got_out, got_in = b2.shape[0], _cols(a1)
+        fits = got_out == out and got_in == flat and _cols(b1) == flat
+    else:
+        got_out, got_in = b1.shape[0], a1.shape[0]
+        a2_in = a2.shape[1] if a2.dim() > 1 else 1
+        fits = got_out == out and got_in == inp and a2_in == inp and _cols(b2) in (inp, flat)
+    return None if fits else f"GLoRA {got_out}x{got_in} vs layer {out}x{inp}"
+
+
+def _cols(tensor: torch.Tensor) -> int:
+    """Columns of ``tensor`` flattened to 2-d ``[shape[0], -1]``."""
+    return tensor.numel() // tensor.shape[0] if tensor.dim() and tensor.shape[0] else 0
