@@ -9,6 +9,8 @@ Covered: ``networks.loaded_networks``, ``networks.available_networks``, ``networ
 ``networks.list_available_networks()``, ``networks.originals`` (None); ``lora.loaded_loras``,
 ``lora.available_loras``, ``lora.available_lora_aliases``, ``lora.list_available_loras()``. The lists are rebuilt by
 the host, so writing to them (``lora.loaded_loras.clear()``) changes nothing in lora_ext, by design.
+``networks.load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=None)`` is real: it patches the
+loaded model with exactly those LoRAs through lora_ext (Regional Prompter and LoRA Block Weight call it).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def install(host: Any) -> list[str]:
             module.available_network_aliases = {}
             module.forbidden_network_aliases = {}
             module.list_available_networks = host.refresh
+            module.load_networks = host.load_networks
             module.originals = None
         else:
             module.loaded_loras = []

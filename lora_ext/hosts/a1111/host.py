@@ -7,7 +7,11 @@ Restore rules (§8.4): every ``activate`` call fully defines the active set, ``[
 (``postprocess`` / ``deactivate``), ``on_before_reload`` and ``on_script_unloaded`` restore eagerly; the next
 activation restores any OTHER model still patched after an exception; ``on_model_loaded`` (weights loaded in place)
 drops backups instead of restoring them, and so does an activation that finds the patched tensors were rewritten
-behind the patcher's back (a model coming back from the webui's memory cache).
+behind the patcher's back (a model coming back from the webui's memory cache). In low-VRAM modes
+(``sd_model.lowvram``) replaced tensors are moved copies, so the originals are copied into them instead.
+
+Each activation goes through ``lora_ext.activation.build_active_set`` (``lbw=`` block weights; ``hr=``, ``hrte=``,
+``hrunet=`` in the hires pass, ``p.is_hr_pass``), the same step the diffusers host uses.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.activation import build_active_set
+from lora_ext.activation import ActiveSet, build_active_set
 from lora_ext.adapters import ResolvedLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
@@ -29,6 +33,8 @@ from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
 from lora_ext.syntax import LoraRequest, parse_args
+
+NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
 
 
 @dataclass
@@ -71,6 +77,7 @@ class A1111Host:
         self._cond_signatures: dict[str, tuple] = {}
         self.last = Activation()
         self.hooks: list = []  # callables(host) run after every activation (compat modules mirror state)
+        self.last_image: Any = None  # the last generated PIL image, for the tab's "Replace preview"
 
     # -- library --------------------------------------------------------------------------------------------------
 
@@ -120,8 +127,8 @@ class A1111Host:
         if state is None:
             return
         if state.patcher.is_patched:
-            if state.patcher.verify():
-                for problem in state.patcher.restore():
+            if state.patcher.verify() or moved_only(sd_model):
+                for problem in state.patcher.restore(moved=moved_only(sd_model)):
                     messages.console(str(problem))
             else:
                 state.patcher.drop_backups()
@@ -151,43 +158,103 @@ class A1111Host:
         from modules import shared
 
         sd_model = shared.sd_model
-        if sd_model is None:
+        state = self._prepare_model(sd_model)
+        if state is None:
+            if sd_model is not None and params_list:
+                messages.deliver(p, [NOT_SUPPORTED])
             return
+        params_list = list(params_list)
+        self._add_default_network(p, params_list)
+        requests: list[LoraRequest] = []
+        bad: list[str] = []
+        for params in params_list:
+            request = parse_args(list(getattr(params, "items", params)), "lora")
+            if isinstance(request, Problem):
+                bad.append(str(request))
+            else:
+                requests.append(request)
+        activation, found = self._apply_requests(
+            state, requests, hires=bool(getattr(p, "is_hr_pass", False)), seed=generation_seed(p)
+        )
+        activation.messages[:0] = bad
+        if found.not_found:
+            names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
+            messages.not_found(p, names, activation.messages)
+        self._guard_cond_cache(p, params_list, activation.signature)
+        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
+        self._write_hashes(p, activation)
+        messages.deliver(p, activation.messages)
+        self.last = activation
+        self._run_hooks()
+
+    def load_networks(
+        self,
+        names: Sequence[str],
+        te_multipliers: Sequence[float] | None = None,
+        unet_multipliers: Sequence[float] | None = None,
+        dyn_dims: Sequence[int | None] | None = None,
+    ) -> None:
+        """The built-in's ``networks.load_networks`` for extensions that call it (Regional Prompter, LoRA Block
+        Weight): make ``shared.sd_model`` hold exactly these LoRAs (multipliers default to 1, as in the built-in).
+        Messages go to the console; the end of the generation restores as usual."""
+        from modules import shared
+
+        sd_model = shared.sd_model
+        state = self._prepare_model(sd_model)
+        if state is None:
+            if sd_model is not None and names:
+                messages.console(NOT_SUPPORTED)
+            return
+        requests = []
+        for i, name in enumerate(names):
+            te = float(te_multipliers[i]) if te_multipliers else 1.0
+            unet = float(unet_multipliers[i]) if unet_multipliers else 1.0
+            dyn = dyn_dims[i] if dyn_dims else None
+            requests.append(LoraRequest(name=name, te=te, unet=unet, dyn=dyn, tag=f"<lora:{name}>"))
+        activation, found = self._apply_requests(state, requests)
+        if found.not_found:
+            activation.messages.append(f"Lora not found: {', '.join(name for name, _ in found.not_found)}")
+        for line in activation.messages:
+            messages.console(line)
+        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
+        self.last = activation
+        self._run_hooks()
+
+    def _prepare_model(self, sd_model: Any) -> ModelState | None:
+        """Restore other patched models, make sure ``sd_model``'s backups are current; its state or None when no
+        model is loaded or it is not SD1/SD2/SDXL."""
+        if sd_model is None:
+            return None
         for other in self.patched_models():
             if other is not sd_model:
                 self.restore(other)  # left patched by a generation that raised, before a model switch
         state = self.state_for(sd_model)
         if state is None:
-            if params_list:
-                messages.deliver(p, ["LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."])
-            return
+            return None
         if state.patcher.is_patched and not state.patcher.verify():
-            state.patcher.drop_backups()  # the tensors were reloaded behind our back: backups are stale
-
-        params_list = list(params_list)
-        self._add_default_network(p, params_list)
-        activation = Activation()
-        requests = []
-        for params in params_list:
-            request = parse_args(list(getattr(params, "items", params)), "lora")
-            if isinstance(request, Problem):
-                activation.messages.append(str(request))
+            if moved_only(sd_model):  # low-VRAM modes move modules between devices: put the originals back
+                for problem in state.patcher.restore(moved=True):
+                    messages.console(str(problem))
             else:
-                requests.append(request)
+                state.patcher.drop_backups()  # the tensors were reloaded behind our back: backups are stale
+        return state
+
+    def _apply_requests(
+        self, state: ModelState, requests: list[LoraRequest], *, hires: bool = False, seed: int | None = None
+    ) -> tuple[Activation, ActiveSet]:
+        """Build the active set of ``requests`` and patch it in; the Activation has messages and signature."""
+        activation = Activation()
         found = build_active_set(
             requests,
             self.lookup,
             lambda entry, request: self.loader.resolve(entry.path, state.parts, request.name),
             state.parts.family,
-            hires=bool(getattr(p, "is_hr_pass", False)),
-            seed=generation_seed(p),
+            hires=hires,
+            seed=seed,
             on_exception=lambda name, exc: messages.report_exception(f"lora_ext: loading {name}", exc),
         )
         activation.active = list(found.used)
         activation.messages += messages.activation_lines(found)
-        if found.not_found:
-            names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
-            messages.not_found(p, names, activation.messages)
 
         started = time.perf_counter()
         result = state.patcher.apply(found.active)
@@ -203,12 +270,14 @@ class A1111Host:
             (entry.path, *_stat(entry.path), lora.te, lora.unet, lora.dyn, lora.blocks)
             for (_, entry, _), lora in zip(activation.active, found.active, strict=False)
         ) + (("failed",) if result.failed else ())
-        self._guard_cond_cache(p, params_list, activation.signature)
-        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
-        self._write_hashes(p, activation)
-        messages.deliver(p, activation.messages)
-        self.last = activation
-        self._run_hooks()
+        return activation, found
+
+    def remember_image(self, processed: Any) -> None:
+        """Keep the first image of a finished generation (``Processed.images``) when it is a PIL image."""
+        for image in getattr(processed, "images", None) or []:
+            if hasattr(image, "save") and hasattr(image, "size"):
+                self.last_image = image
+                return
 
     def deactivate(self, p: Any) -> None:
         """``ExtraNetwork.deactivate``: only called when the last batch had tags, so restore is also elsewhere."""
@@ -286,6 +355,13 @@ class A1111Host:
     def _run_hooks(self) -> None:
         for hook in list(self.hooks):
             hook(self)
+
+
+def moved_only(sd_model: Any) -> bool:
+    """True when the webui moves this model's modules between devices (``--lowvram`` / ``--medvram``: the webui sets
+    ``sd_model.lowvram``); then replaced tensors hold moved copies of ours, not reloaded weights, and restoring
+    copies the originals into them (``Patcher.restore(moved=True)``)."""
+    return bool(getattr(sd_model, "lowvram", False))
 
 
 def generation_seed(p: Any) -> int | None:
