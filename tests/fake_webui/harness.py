@@ -84,13 +84,20 @@ class Webui:
 
     def start(self) -> Webui:
         from modules import (
+            cache,
             extensions,
             extra_networks,
+            paths,
             script_callbacks,
             scripts,
             shared,
             ui_extra_networks,
         )
+
+        paths.data_path = str(
+            self.root
+        )  # the webui's data folder; modules.cache keeps its cache_dir under it
+        cache.cache_dir = str(self.root / "cache")
 
         (self.builtin_dir / "scripts").mkdir(parents=True, exist_ok=True)
         (self.builtin_dir / "scripts" / "lora_script.py").write_text(FAKE_BUILTIN_SCRIPT)

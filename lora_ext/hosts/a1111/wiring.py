@@ -33,14 +33,35 @@ def lora_roots() -> list[str]:
     return roots
 
 
+def library_cache_path() -> str | None:
+    """The library cache file in the webui's cache folder (``modules.cache.cache_dir``: ``SD_WEBUI_CACHE_DIR`` or
+    ``<data_path>/cache`` in v1.10.1), or None for the library default (beside the first LoRA folder)."""
+    from modules import paths
+
+    cache_dir = None
+    try:
+        from modules import cache
+
+        cache_dir = getattr(cache, "cache_dir", None)
+    except ImportError:  # older webuis have no modules.cache
+        pass
+    if not cache_dir and getattr(paths, "data_path", None):
+        cache_dir = os.path.join(paths.data_path, "cache")
+    if not cache_dir:
+        return None
+    return os.path.join(cache_dir, "lora_ext", "library.json")
+
+
 def make_library():
     from modules import shared
 
-    from lora_ext.library import LoraLibrary
+    from lora_ext.hosts.a1111.library import WebuiLibrary
 
-    return LoraLibrary(
+    return WebuiLibrary(
         lora_roots(),
+        cache_path=library_cache_path(),
         hidden=str(getattr(shared.opts, "extra_networks_hidden_models", "When searched")),
+        list_hidden=bool(getattr(shared.opts, "list_hidden_files", True)),
         preview_extension=getattr(shared.opts, "samples_format", None),
     )
 

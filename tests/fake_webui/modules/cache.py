@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+from modules.paths import data_path
+
+#: v1.10.1: ``SD_WEBUI_CACHE_DIR`` or ``<data_path>/cache`` (the harness points it into the test's folder).
+cache_dir = os.environ.get("SD_WEBUI_CACHE_DIR", os.path.join(data_path, "cache"))
 caches: dict[str, dict] = {}
 
 

@@ -1,0 +1,27 @@
+"""The LoRA library as the webui uses it: every refresh reports its duplicates and per-file problems on the console
+(the built-in lists duplicates silently; USERS asks that none be silent)."""
+
+from __future__ import annotations
+
+from lora_ext.hosts.a1111 import messages
+from lora_ext.library import LoraLibrary, RefreshReport
+
+
+class WebuiLibrary(LoraLibrary):
+    """``LoraLibrary`` whose ``refresh()`` prints ``RefreshReport.lines()`` to the console.
+
+    A refresh that found nothing new (no added, changed or removed file, no duplicate, no problem) prints nothing,
+    so the rescans a tag lookup does on a miss stay quiet; the first refresh always prints its summary line.
+    """
+
+    _reported_once = False
+
+    def refresh(self) -> RefreshReport:
+        report = super().refresh()
+        worth_saying = report.added or report.changed or report.removed or report.duplicates
+        worth_saying = worth_saying or any(p.severity != "info" for p in report.errors)
+        if worth_saying or not self._reported_once:
+            self._reported_once = True
+            for line in report.lines():
+                messages.console(line)
+        return report
