@@ -5,6 +5,8 @@
 - ``POST /sdapi/v1/refresh-loras``: rescan; returns ``null``.
 - ``GET /lora_ext/v1/inspect?name=``: the coverage report against the loaded model and the metadata, or 404 with
   ``{"detail": "Lora not found: x (did you mean y?)..."}``.
+- ``GET /lora_ext/preview?path=``: a card's preview, file or embedded cover, only through the library (the route of
+  ``lora_ext.ui.app``; our tab uses it for embedded covers, which the webui's thumbnail route cannot serve).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def register_routes(host: Any, app: Any, builtin_is_active: bool) -> None:
         async def refresh_loras():
             host.refresh()
             return None
+
+    from lora_ext.ui.app import add_preview_route
+
+    add_preview_route(app, host.library)
 
     @app.get("/lora_ext/v1/inspect")
     async def inspect(name: str):

@@ -46,5 +46,6 @@ def make_script_class(host: Any) -> type:
 
         def postprocess(self, p, processed, *args):
             host.restore_all()
+            host.remember_image(processed)
 
     return LoraExtScript

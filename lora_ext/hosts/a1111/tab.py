@@ -12,9 +12,14 @@ from lora_ext.library import EMBEDDED_PREVIEW
 
 
 def preview_url(entry: Any) -> str | None:
-    """The webui's own thumbnail route (§12 ``/sd_extra_networks/thumb``); embedded covers have no file URL."""
-    if not entry.preview or entry.preview.startswith(EMBEDDED_PREVIEW):
+    """The webui's own thumbnail route (§12 ``/sd_extra_networks/thumb``) for preview files; embedded covers
+    (``ssmd_cover_images``) through our preview route (``lora_ext.ui.previews``, registered by ``api``)."""
+    if not entry.preview:
         return None
+    if entry.preview.startswith(EMBEDDED_PREVIEW):
+        from lora_ext.ui.previews import preview_route_url
+
+        return preview_route_url(entry)
     quoted = urllib.parse.quote(entry.preview.replace("\\", "/"))
     return f"./sd_extra_networks/thumb?filename={quoted}&mtime={int(entry.mtime)}"
 
@@ -36,6 +41,7 @@ def tab_host(host: Any) -> Any:
             "filename" if getattr(shared.opts, "lora_preferred_name", "") == "Filename" else "alias"
         ),
         coverage=coverage,
+        last_image=lambda: host.last_image,
         preview_url=preview_url,
         samples_format=str(getattr(shared.opts, "samples_format", "png")),
     )
