@@ -88,6 +88,10 @@ class A1111Host:
             self._library.refresh()
         return self._library
 
+    def reset_library(self) -> None:
+        """Build the library again on next use (an option it was made with changed, e.g. ``list_hidden_files``)."""
+        self._library = None
+
     def refresh(self) -> None:
         """Rescan the LoRA folders (Extra Networks refresh button, ``POST /sdapi/v1/refresh-loras``)."""
         self.library.refresh()

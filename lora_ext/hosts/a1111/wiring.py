@@ -66,6 +66,22 @@ def make_library():
     )
 
 
+def follow_option(opts, key: str, func) -> None:
+    """Call ``func()`` when option ``key`` changes, keeping any handler already registered (``opts.onchange``
+    replaces it) and calling nothing now."""
+    info = getattr(opts, "data_labels", {}).get(key)
+    if info is None:
+        return
+    previous = getattr(info, "onchange", None)
+
+    def changed() -> None:
+        func()
+        if previous is not None:
+            previous()
+
+    opts.onchange(key, changed, call=False)
+
+
 def setup() -> type:
     """Create the host, register settings and callbacks; return the always-visible ``Script`` class."""
     global current_host
@@ -81,6 +97,7 @@ def setup() -> type:
         messages.console(builtin.DISABLE_HINT)
     else:
         shared.opts.onchange("lora_in_memory_limit", lambda: settings.cache_size(host))
+        follow_option(shared.opts, "list_hidden_files", host.reset_library)
 
     def before_ui() -> None:
         if builtin_is_active:

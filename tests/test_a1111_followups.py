@@ -1,0 +1,152 @@
+"""A1111 host follow-ups: library cache in the webui's cache folder, ``list_hidden_files``, refresh reports on the
+console, embedded covers and "Replace preview" in our tab, low-VRAM moves restored, and ``networks.load_networks``
+for extensions that call the built-in (A1111_CONTRACT §1.3, §8.4, §9.2, §12)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from fake_webui.harness import Webui, fake_modules, lora_host
+from fake_webui.lora_fixtures import expected_state, install, same_state, state, write_lora
+from PIL import Image
+
+
+def png_bytes(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+COVER = png_bytes((0, 180, 20))
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("followup_loras")
+    cover = json.dumps([base64.b64encode(COVER).decode()])
+    return {
+        "x": write_lora(folder, "x", "sd1", seed=1),
+        "y": write_lora(folder, "y", "sd1", seed=2),
+        "covered": write_lora(folder, "covered", "sd1", seed=3, metadata={"ssmd_cover_images": cover}),
+    }
+
+
+@pytest.fixture
+def webui(tmp_path, store):
+    with fake_modules():
+        w = Webui(tmp_path).start()
+        w.model = w.load_model("sd1")
+        w.original = state(w.model)
+        install(store["x"], w.lora_dir, "x")
+        install(store["y"], w.lora_dir, "y")
+        try:
+            yield w
+        finally:
+            w.stop()
+
+
+def test_library_cache_lives_in_the_webui_cache_folder(webui):
+    webui.txt2img("a photo <lora:x:1>")
+    assert (webui.root / "cache" / "lora_ext" / "library.json").is_file()
+    assert not list(webui.lora_dir.glob(".lora_ext*"))  # nothing written into the user's LoRA folder
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_list_hidden_files_option_decides_whether_dot_folders_are_scanned(tmp_path, store, listed):
+    with fake_modules():
+        from modules import shared
+
+        w = Webui(tmp_path).start()
+        try:
+            w.load_model("sd1")
+            w.txt2img("a photo <lora:x:1>")  # the library exists before the option changes
+            shared.opts.set("list_hidden_files", listed)
+            install(store["x"], w.lora_dir / ".private", "hidden_x")
+            processed, _ = w.txt2img("a photo <lora:hidden_x:1>")
+            assert ("Lora not found: hidden_x" in processed.comments) is not listed
+        finally:
+            w.stop()
+
+
+def test_refresh_prints_duplicates_and_problems_to_the_console(webui, store, capsys):
+    webui.txt2img("a photo <lora:x:1>")  # the library is built on first use
+    install(store["y"], webui.lora_dir / "sub", "x")  # a second "x" in a subfolder
+    (webui.lora_dir / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    capsys.readouterr()
+    lora_host().refresh()
+    out = capsys.readouterr().out
+    assert "duplicate name(s)" in out and "duplicate:" in out
+    assert "broken.safetensors" in out
+
+
+def test_embedded_cover_is_served_to_the_tab_and_files_use_the_webui_thumbnail_route(webui, store):
+    from lora_ext.hosts.a1111.tab import tab_host
+
+    install(store["covered"], webui.lora_dir, "covered")
+    host = lora_host()
+    host.refresh()
+    th = tab_host(host)
+    covered = next(e for e in host.library.entries() if e.name == "covered")
+    url = th.preview_url(covered)
+    assert url is not None
+    response = webui.client().get("/" + url.lstrip("./"))
+    assert response.status_code == 200 and response.content == COVER
+
+    plain = next(e for e in host.library.entries() if e.name == "x")
+    assert th.preview_url(plain) is None  # no preview at all: the placeholder
+    Image.new("RGB", (8, 8)).save(webui.lora_dir / "x.png")
+    host.refresh()
+    plain = next(e for e in host.library.entries() if e.name == "x")
+    assert th.preview_url(plain).startswith("./sd_extra_networks/thumb?filename=")
+
+
+def test_last_generated_image_reaches_the_tab_for_replace_preview(webui):
+    from modules import scripts
+
+    from lora_ext.hosts.a1111.tab import tab_host
+
+    host = lora_host()
+    assert tab_host(host).last_image() is None
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    ours = [s for s in scripts.scripts_txt2img.alwayson_scripts if s.title() == "lora_ext"]
+    assert ours, [s.title() for s in scripts.scripts_txt2img.alwayson_scripts]
+    ours[0].postprocess(SimpleNamespace(), SimpleNamespace(images=[torch.zeros(1), image]))
+    assert tab_host(host).last_image() is image
+
+
+def move_everything(model) -> None:
+    """What low-VRAM ``module.to(device)`` does to a parameter: ``.data`` becomes a copy (new storage)."""
+    for param in model.parameters():
+        param.data = param.data.clone()
+
+
+def test_low_vram_moves_are_restored_not_forgotten(webui, store):
+    webui.model.lowvram = True
+    seen = {}
+
+    def probe(p, name):
+        seen[name] = state(webui.model)
+        move_everything(webui.model)  # the webui moved the patched modules while sampling
+
+    webui.txt2img("a photo <lora:x:0.8:hr=0.4>", enable_hr=True, sampling_probe=probe)
+    assert same_state(seen["first"], expected_state("sd1", [(store["x"], 0.8, 0.8)])) == []
+    assert same_state(seen["hires"], expected_state("sd1", [(store["x"], 0.4, 0.4)])) == []
+    assert same_state(state(webui.model), webui.original) == []
+
+
+def test_networks_load_networks_patches_through_lora_ext(webui, store):
+    networks = sys.modules["networks"]
+    assert getattr(networks, "__lora_ext_compat__", False)
+    networks.load_networks(["x", "y"], te_multipliers=[0.5, 1.0], unet_multipliers=[0.25, 1.0])
+    expected = expected_state("sd1", [(store["x"], 0.5, 0.25), (store["y"], 1.0, 1.0)])
+    assert same_state(state(webui.model), expected) == []
+    assert [n.name for n in networks.loaded_networks] == ["x", "y"]
+    networks.load_networks([])
+    assert same_state(state(webui.model), webui.original) == []
+    assert networks.loaded_networks == []
