@@ -18,7 +18,7 @@ class ModelParts:
     family: "sd1", "sd2" or "sdxl" (case-insensitive; stored lower case).
     unet: the denoiser, either a diffusers ``UNet2DConditionModel`` or a compvis/sgm ``UNetModel``
         (A1111 ``sd_model.model.diffusion_model``).
-    text_encoders: "te1"/"te2" -> module: an HF ``CLIPTextModel``/``CLIPTextModelWithProjection`` (or its
+    text_encoders: "te1"/"te2" -> module (an SDXL refiner has only "te2", clip_g): an HF ``CLIPTextModel``/``CLIPTextModelWithProjection`` (or its
         ``text_model``), or an OpenCLIP text model (``transformer.resblocks.N`` with ``nn.MultiheadAttention``).
     """
 
@@ -81,15 +81,18 @@ class ModelParts:
 
         UNet: ``model.diffusion_model``. SD1 te1: ``cond_stage_model.wrapped.transformer`` (HF CLIP); SD2 te1:
         ``cond_stage_model.wrapped.model`` (OpenCLIP); SDXL te1/te2: ``conditioner.embedders[0].wrapped.transformer``
-        / ``[1].wrapped.model``. Family from the ``is_sdxl`` / ``is_sd2`` flags, else the tree's shape.
+        / ``[1].wrapped.model``; an SDXL refiner's only (OpenCLIP) embedder is te2. Family from the ``is_sdxl`` / ``is_sd2`` flags, else the tree's shape.
         """
         unet = sd_model.model.diffusion_model
         encoders: dict[str, nn.Module] = {}
         conditioner = getattr(sd_model, "conditioner", None)
         if conditioner is not None:
             wrapped = [e.wrapped for e in conditioner.embedders if hasattr(e, "wrapped")]
-            for name, wrapper in zip(("te1", "te2"), wrapped, strict=False):
-                encoders[name] = _text_tower(wrapper)
+            if len(wrapped) == 1 and not _is_hf(wrapped[0]):
+                encoders["te2"] = _text_tower(wrapped[0])  # SDXL refiner: OpenCLIP-bigG (clip_g) only
+            else:
+                for name, wrapper in zip(("te1", "te2"), wrapped, strict=False):
+                    encoders[name] = _text_tower(wrapper)
             family = "sdxl"
         else:
             wrapper = sd_model.cond_stage_model.wrapped
@@ -102,8 +105,11 @@ class ModelParts:
         return cls(family=family, unet=unet, text_encoders=encoders)
 
 
+def _is_hf(wrapper: Any) -> bool:
+    """True for an A1111 embedder wrapper around an HF CLIP (``.transformer``), False for OpenCLIP (``.model``)."""
+    return isinstance(getattr(wrapper, "transformer", None), nn.Module)
+
+
 def _text_tower(wrapper: Any) -> nn.Module:
     """The HF (``.transformer``) or OpenCLIP (``.model``) text model inside an A1111 embedder wrapper."""
-    if hasattr(wrapper, "transformer") and isinstance(wrapper.transformer, nn.Module):
-        return wrapper.transformer
-    return wrapper.model
+    return wrapper.transformer if _is_hf(wrapper) else wrapper.model

@@ -19,7 +19,7 @@ from lora_ext.keys.cloneofsimo import is_positional, resolve_positional
 from lora_ext.keys.key_parser import KeyParts, parse_key
 from lora_ext.keys.metadata_alpha import configs_from_metadata
 from lora_ext.keys.shape_check import mismatch
-from lora_ext.keys.tables import ALGO_BY_PART, BUNDLE_PREFIX, REQUIRED_PARTS
+from lora_ext.keys.tables import ALGO_BY_PART, BUNDLE_PREFIX, REQUIRED_PARTS, UNNUMBERED_TE_PREFIXES
 from lora_ext.keys.target_index import TargetIndex
 
 _EXAMPLES = 5
@@ -115,6 +115,8 @@ def _drop_misfits(result: ResolvedLora, label: str, model_arch: str, file_arch: 
 
 def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> None:
     groups: dict[tuple[str, str], dict[str, tuple[str, KeyParts]]] = {}
+    components = index.components()
+    only_te2 = "te2" in components and "te1" not in components
     for key in file.tensors:
         if key.startswith(BUNDLE_PREFIX):
             continue
@@ -122,7 +124,10 @@ def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> 
         if parsed is None:
             result.unmatched.append(key)
             continue
-        groups.setdefault((parsed.component, parsed.module), {})[parsed.part] = (key, parsed)
+        component = parsed.component
+        if only_te2 and component == "te1" and key.startswith(UNNUMBERED_TE_PREFIXES):
+            component = "te2"
+        groups.setdefault((component, parsed.module), {})[parsed.part] = (key, parsed)
 
     configs = configs_from_metadata(file.metadata)
     zero_alpha: list[str] = []

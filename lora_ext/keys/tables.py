@@ -20,6 +20,16 @@ FLAT_PREFIXES: tuple[tuple[str, str], ...] = (
     ("diffusion_model_", "unet"),  # A1111 layer names used as keys (row 4 variant, NTC sliders)
 )
 
+#: Key prefixes that name no particular text encoder ("the" text encoder): te1 normally, and the only encoder of a
+#: model that has te2 alone (SDXL refiner, clip_g; FORMATS.md §8, as ComfyUI maps them). ``lora_te1_`` and ComfyUI
+#: ``clip_l`` keys name CLIP-L itself and stay unmatched on a refiner.
+UNNUMBERED_TE_PREFIXES: tuple[str, ...] = (
+    "lora_te_",
+    "text_encoder.",
+    "text_model.",
+    "base_model.model.text_model.",
+)
+
 #: Dotted prefixes -> component (the module path follows, dotted). Longest first.
 DOTTED_PREFIXES: tuple[tuple[str, str], ...] = (
     ("text_encoders.clip_l.transformer.", "te1"),  # ComfyUI native (row 24)
