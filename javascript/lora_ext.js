@@ -395,15 +395,11 @@ function loraExtSetupTab(root) {
 }
 
 // Ask Python to re-render the cards when the loaded model's architecture is not the one they were rendered for
-// (USERS C19). Sent when the browser becomes visible (tab switch) and when the pointer enters it, at most every
-// 2 s; Python answers with no change when the architecture is the same, so this costs one tiny request.
+// (USERS C19). Sent when the browser becomes visible (tab switch) and when the pointer enters it; Python answers
+// with no change when the architecture is the same, so each check costs one tiny request.
 function loraExtWatchModel(tab) {
-    var last = 0;
     var check = function() {
-        var now = Date.now();
-        if (!tab.data || now - last < 2000) return;
-        last = now;
-        loraExtSend(tab.prefix, "sync", tab.data.model_arch || "");
+        if (tab.data) loraExtSend(tab.prefix, "sync", tab.data.model_arch || "");
     };
     tab.root.addEventListener("pointerenter", check);
     if (typeof IntersectionObserver === "function") {

@@ -222,13 +222,18 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         wait_value(page, prompt, "<lora:style:0.7> inkwash style, mountain")  # default weight set above
 
 
-def test_card_page_in_a1111_prompt_layout(tmp_path):
+def test_card_page_in_a1111_prompt_layout(tmp_path, monkeypatch):
     """The same tab on the embedded default (tiny model + demo LoRAs) beside A1111's prompt ids
-    (txt2img_prompt / txt2img_neg_prompt) and A1111's ``opts`` (default multiplier, separator)."""
+    (txt2img_prompt / txt2img_neg_prompt) and A1111's ``opts`` (default multiplier, separator); the badges follow
+    a model switch without Refresh (C19)."""
+    from lora_ext.hosts.diffusers_host import DiffusersHost
     from lora_ext.ui.app import build_app
     from lora_ext.ui.runtime import open_runtime
 
-    rt = open_runtime(None, [], home=tmp_path / "home")
+    rt = open_runtime(None, [], home=tmp_path / "home" / ".dot")  # a dot-folder home still serves previews
+    loaded = {"arch": "SD1"}
+    # the standalone app cannot switch models; the webui can: the host reports what is loaded now
+    monkeypatch.setattr(DiffusersHost, "architecture", property(lambda self: loaded["arch"]))
     ink = Path(rt.lora_dirs[0]) / "demo_ink.json"
     ink.write_text(
         json.dumps({**json.loads(ink.read_text()), "preferred weight": 0})
@@ -274,3 +279,18 @@ def test_card_page_in_a1111_prompt_layout(tmp_path):
         dark = page.evaluate(colors)
         assert all(d != b for d, b in zip(dark, light, strict=True)), (light, dark)
         screenshot(page, "a1111_layout_dark")
+
+        # model switched to SDXL: the SD1 cards get the mismatch badge as soon as the pointer comes back
+        mismatched = (
+            "() => document.querySelectorAll('.lora-ext-grid .lora-ext-arch.lora-ext-mismatch').length"
+        )
+        assert page.evaluate(mismatched) == 0
+        loaded["arch"] = "SDXL"
+        page.mouse.move(1, 1)
+        page.hover(".lora-ext-grid")
+        page.wait_for_function(mismatched + " === 4")
+        assert "⚠" in page.inner_text(".lora-ext-card[data-name='demo_ink'] .lora-ext-arch")
+        loaded["arch"] = "SD1"
+        page.mouse.move(1, 1)
+        page.hover(".lora-ext-grid")
+        page.wait_for_function(mismatched + " === 0")

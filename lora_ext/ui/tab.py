@@ -123,13 +123,17 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
 
     with gr.Column(elem_id=f"{prefix}_root", elem_classes=["lora-ext-tab"]):
         with gr.Row(elem_classes=["lora-ext-toolbar"]):
-            refresh_button = gr.Button("Refresh", elem_id=f"{prefix}_refresh", size="sm")
+            refresh_button = gr.Button(
+                "Refresh", elem_id=f"{prefix}_refresh", size="sm", scale=0, min_width=110
+            )
             status = gr.HTML(status_text(host.library), elem_id=f"{prefix}_status")
         gr.HTML(browser_html(prefix), elem_id=f"{prefix}_browser")
-        data = gr.HTML(data_now(), elem_id=f"{prefix}_data", elem_classes=["lora-ext-hidden"])
-        fav_name, fav_button = hidden_pair("fav")
-        sel_name, sel_button = hidden_pair("select")
-        sync_name, sync_button = hidden_pair("sync")
+        # One hidden column: Gradio wraps textboxes in a bordered form block that hiding the box alone leaves visible.
+        with gr.Column(elem_classes=["lora-ext-hidden"]):
+            data = gr.HTML(data_now(), elem_id=f"{prefix}_data")
+            fav_name, fav_button = hidden_pair("fav")
+            sel_name, sel_button = hidden_pair("select")
+            sync_name, sync_button = hidden_pair("sync")
         with gr.Accordion("Inspector", open=True, elem_id=f"{prefix}_inspector"):
             info = gr.HTML(
                 "<p>Click the i button of a card to inspect it.</p>", elem_id=f"{prefix}_insp_info"
@@ -146,11 +150,16 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
                     elem_id=f"{prefix}_insp_weight",
                 )
                 version = gr.Dropdown(
-                    SD_VERSIONS, value="", label="SD version ('' = detect)", elem_id=f"{prefix}_insp_version"
+                    SD_VERSIONS,
+                    value="",
+                    label="SD version (empty = detect from the file)",
+                    elem_id=f"{prefix}_insp_version",
                 )
             with gr.Row():
                 save = gr.Button("Save", variant="primary", elem_id=f"{prefix}_insp_save")
-                preview = gr.Button("Replace preview with last image", elem_id=f"{prefix}_insp_preview")
+                preview = gr.Button(
+                    "Use the last generated image as preview", elem_id=f"{prefix}_insp_preview"
+                )
             insp_status = gr.HTML("", elem_id=f"{prefix}_insp_status")
 
     editor = [description, notes, activation, negative, weight, version]
