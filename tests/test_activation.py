@@ -178,3 +178,29 @@ def test_diffusers_host_prepare_hires(setup):
     applied = setup.prepare("a cat <lora:style:0.7:hr=0.2>", hires=True)
     assert [(a.te, a.unet) for a in applied.active] == [(0.2, 0.2)]
     assert setup.prepare("a cat <lora:style:0.7:hr=0>", hires=True).active == []
+
+
+@pytest.mark.parametrize("algo", ["loha", "dora"])
+def test_block_weights_work_with_lycoris_and_dora_files(sd1_pipe, tmp_path, algo):
+    """G5: a LyCORIS LoHa and a DoRA file written by lycoris-lora: a zeroed block stays bit-identical, the rest moves."""
+    from tests.lora_writers import write_lycoris
+
+    write_lycoris(sd1_pipe, tmp_path / f"{algo}.safetensors", algo=algo, strength=0.3)
+    library = LoraLibrary([str(tmp_path)])
+    library.refresh()
+    host = DiffusersHost(sd1_pipe, library)
+    found = build(host, f"<lora:{algo}:0.7:lbw={block_vector(MID=0)}>")
+    assert [p for p in found.problems if p.severity == "error"] == [] and len(found.active) == 1
+    resolved = found.used[0][2]
+    before = weights_by_block(resolved)
+    patcher = Patcher()
+    assert patcher.apply(found.active).ok
+    after = weights_by_block(resolved)
+    patcher.restore()
+    assert all(torch.equal(a, b) for a, b in zip(before["MID"], after["MID"], strict=True))
+    moved = [
+        b
+        for b in before
+        if b != "MID" and any(not torch.equal(x, y) for x, y in zip(before[b], after[b], strict=True))
+    ]
+    assert len(moved) >= 3, moved
