@@ -204,3 +204,18 @@ def test_block_weights_work_with_lycoris_and_dora_files(sd1_pipe, tmp_path, algo
         if b != "MID" and any(not torch.equal(x, y) for x, y in zip(before[b], after[b], strict=True))
     ]
     assert len(moved) >= 3, moved
+
+
+def test_diffusers_host_applied_block_for_a_hires_pass(setup, make_pipeline, lora_dir):
+    host = setup
+    original = state(host.pipe)
+    with host.applied("a cat <lora:style:0.7:hr=0.2>", hires=True) as applied:
+        assert [(a.te, a.unet) for a in applied.active] == [(0.2, 0.2)]
+        patched = state(host.pipe)
+    ref = make_pipeline("sd1", 0)
+    resolved = LoraLoader().resolve(
+        str(lora_dir / "style.safetensors"), ModelParts.from_diffusers(ref), "style"
+    )
+    Patcher().apply([ActiveLora(resolved, te=0.2, unet=0.2)])
+    assert all(torch.equal(patched[k], v) for k, v in state(ref).items())
+    assert all(torch.equal(original[k], v) for k, v in state(host.pipe).items())

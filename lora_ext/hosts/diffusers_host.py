@@ -164,10 +164,13 @@ class DiffusersHost:
         return applied
 
     @contextlib.contextmanager
-    def applied(self, prompt: str) -> Iterator[Applied]:
-        """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards."""
+    def applied(self, prompt: str, *, hires: bool = False, seed: int | None = None) -> Iterator[Applied]:
+        """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards.
+
+        hires, seed: as in ``prepare`` (a second, upscaling pass run by the caller uses ``hires=True``).
+        """
         with self._lock:
-            applied = self.prepare(prompt)
+            applied = self.prepare(prompt, hires=hires, seed=seed)
             try:
                 if applied.active:
                     result = self.patcher.apply(applied.active)
