@@ -56,64 +56,131 @@ def _compare(parts, snapshot: dict[str, object]) -> tuple[int, int]:
     return differing, len(snapshot)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from lora_ext.ui.runtime import comparison_grid, generate, open_runtime
+def _shown(path: str | Path) -> str:
+    """A path as a user types it: relative to the working folder when it lies below it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
-    print("lora_ext demo: building the embedded tiny SD1 pipeline and demo LoRAs (offline)...")
+
+def _ok(good: bool) -> str:
+    return "OK" if good else "FAILED"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lora_ext.ui.cards import format_size
+    from lora_ext.ui.runtime import (
+        DIFF_GAIN,
+        GRID_WEIGHTS,
+        comparison_grid,
+        generate,
+        mean_change,
+        open_runtime,
+    )
+
+    print(
+        "lora_ext demo: a LoRA applied to a Stable Diffusion pipeline from a prompt tag, then removed again."
+    )
+    print("Runs offline on the CPU with an embedded tiny model (random weights: its images look like noise).")
+    print()
     rt = open_runtime(None, (), home=args.home)
     if isinstance(rt, Problem):
         return _fail(rt)
     entries = sorted(rt.library.entries(), key=lambda e: e.relpath)
     if not entries:
         return _fail(f"no demo LoRA found in {rt.lora_dirs}")
-    chosen = (
-        next((e for e in entries if e.relpath == args.lora or e.name == args.lora), None)
-        if args.lora
-        else None
-    )
+    chosen = next((e for e in entries if args.lora in (e.relpath, e.name)), None) if args.lora else None
+    if args.lora and chosen is None:
+        return _fail(
+            f"{args.lora}: no such demo LoRA. Choose one of: {', '.join(e.relpath for e in entries)}."
+        )
     chosen = chosen or next((e for e in entries if e.name == "demo_style"), None)
     chosen = chosen or next((e for e in entries if e.arch == rt.host.architecture), entries[0])
-    print(f"library: {len(entries)} LoRA file(s) in {', '.join(rt.lora_dirs)}")
-    for e in entries:
-        print(f"  {e.relpath}  [{e.arch}] {e.size} bytes")
-    prompt = f"a photo of a cat <lora:{chosen.name}:{args.weight:g}> {chosen.activation_text}".strip()
-    print(f"prompt: {prompt}")
 
     before = _snapshot(rt.host.parts)
+    params = sum(t.numel() for t in before.values())
+    print(
+        f"Model   tiny {rt.host.architecture} pipeline built in-process: UNet + CLIP text encoder, "
+        f"{len(before)} weight tensors, {params / 1e6:.1f} M parameters"
+    )
+    folder = _shown(rt.lora_dirs[0])
+    print(
+        f"LoRAs   {len(entries)} demo files in {folder} (written on first run; delete the folder to recreate)"
+    )
+    for e in entries:
+        algo = "+".join(e.summary.algorithms) or "?"
+        rank = f" r{e.summary.rank}" if e.summary.rank else ""
+        print(f"          {e.relpath:<20} {e.arch:<5} {algo}{rank:<4} {format_size(e.size):>9}")
+    print(f"Using   {chosen.name} ({_shown(chosen.path)}) at weight {args.weight:g}")
+    print()
+
+    prompt = f"a photo of a cat <lora:{chosen.name}:{args.weight:g}> {chosen.activation_text}".strip()
+    print(f'1. Apply. Prompt: "{prompt}"')
+    print("   (a card click in the app inserts the same: the tag plus the LoRA's activation text)")
     with rt.host.applied(prompt) as applied:
-        print(f"clean prompt: {applied.prompt!r}")
-        print("coverage report:")
+        print(f'   The pipeline gets the prompt without the tag: "{" ".join(applied.prompt.split())}"')
+        print("   Coverage report (how the file's keys map onto this model):")
         shown = set()
         for _, report in applied.reports:
             for line in report.lines() if hasattr(report, "lines") else [str(report)]:
-                print(f"  {line}")
+                print(f"     {line}")
             shown.update(getattr(report, "problems", ()))
         for p in applied.problems:
             if p not in shown:
-                print(f"  {p.severity}: {p}")
+                print(f"     {p.severity}: {p}")
         changed, total = _compare(rt.host.parts, before)
-        print(f"patched: {changed} of {total} weight tensors changed")
+        print(f"   {changed} of {total} weight tensors are patched while the LoRA is applied.")
     differing, total = _compare(rt.host.parts, before)
-    if differing:
+    restored = not differing
+    print(
+        f"2. Restore. Weights restored bit-identically: {total - differing} of {total} tensors equal the "
+        f"original bit for bit.  {_ok(restored)}"
+    )
+    if not restored:
         print(f"RESTORE FAILED: {differing} of {total} tensors differ from the original", file=sys.stderr)
         return 1
-    print(f"restored: all {total} weight tensors bit-identical to the original")
     if not applied.active or not changed:
         print("the LoRA did not change any weight", file=sys.stderr)
         return 1
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    grid, results = comparison_grid(rt, "a photo of a cat", chosen.name, seed=args.seed)
+    grid, results = comparison_grid(rt, "a photo of a cat", chosen.name, seed=args.seed, differences=True)
     grid_path = out / "grid.png"
     grid.save(grid_path)
     plain = generate(rt, "a photo of a cat", seed=args.seed).images[0]
     tagged = results[-1].images[0]
-    same = list(plain.getdata()) == list(tagged.getdata())
-    print(f"grid (weights -1, 0, 0.5, 1): {grid_path}")
-    print(f"image with the tag differs from the image without it: {not same}")
+    same = plain.tobytes() == tagged.tobytes()
     differing, total = _compare(rt.host.parts, before)
-    print(f"after the grid: {total - differing} of {total} weight tensors bit-identical to the original")
+    print(f"3. Grid. Seed {args.seed}, {chosen.name} at weights -1, 0, 0.5 and 1, side by side:")
+    print(f"     {grid_path.resolve()}")
+    base = results[GRID_WEIGHTS.index(0.0)].images[0]
+    changes = ", ".join(
+        f"{w:g}: {mean_change(r.images[0], base):.1f}"
+        for w, r in zip(GRID_WEIGHTS, results, strict=True)
+        if w
+    )
+    print(
+        f"   Mean pixel change against weight 0 (0-255): {changes}; the second row shows it, amplified {DIFF_GAIN}x."
+    )
+    print(
+        f"   With the tag the image differs from the image without it: {'yes' if not same else 'no'}.  {_ok(not same)}"
+    )
+    print(
+        f"   After {len(results) + 1} generations the weights are still bit-identical to the original: "
+        f"{'yes' if not differing else 'no'}.  {_ok(not differing)}"
+    )
+    print()
+    print("Next")
+    print(
+        "  bash run.sh app     the app on http://127.0.0.1:7861/ : click a LoRA card to put its tag into the"
+    )
+    print("                      prompt (click again to take it out), then Generate")
+    print("  .venv/bin/python -m lora_ext generate --model DIFFUSERS_FOLDER --lora-dir YOUR_LORAS \\")
+    print('      --prompt "a cat <lora:NAME:0.8>" [--grid NAME]      your own model and LoRAs')
+    print("  .venv/bin/python -m lora_ext inspect FILE.safetensors   how one LoRA file maps onto the model")
     return 0 if not differing and not same else 1
 
 

@@ -60,10 +60,17 @@ def test_demo_applies_reports_restores_and_writes_grid(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     assert main(["demo"]) == 0
     text = capsys.readouterr().out
-    assert "coverage report:" in text and "matched" in text
-    assert "restored: all" in text and "bit-identical" in text
-    assert "differs from the image without it: True" in text
-    assert (tmp_path / "demo_output" / "grid.png").is_file()
+    assert "Coverage report" in text and "matched" in text
+    assert "Weights restored bit-identically: 244 of 244 tensors" in text
+    assert "differs from the image without it: yes.  OK" in text
+    assert "still bit-identical to the original: yes.  OK" in text and "FAILED" not in text
+    grid = tmp_path / "demo_output" / "grid.png"
+    assert f"     {grid}" in text  # the printed location is where the grid is
+    with Image.open(grid) as img:
+        assert img.size == (4 * 64, 2 * (64 + 14))  # images, then their differences to weight 0
+        assert img.crop((64, 2 * 14 + 64, 128, 2 * (14 + 64))).getextrema() == ((0, 0),) * 3  # 0 vs itself
+        assert img.crop((192, 2 * 14 + 64, 256, 2 * (14 + 64))).getbbox() is not None  # weight 1 differs
+    assert "bash run.sh app" in text
     assert "<lora:demo_style:1> demo style, bold strokes" in text  # tag + activation text, as a card click
     assert len(list((tmp_path / ".lora_ext_demo" / "loras").rglob("*.safetensors"))) >= 2
 

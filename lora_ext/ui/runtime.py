@@ -18,6 +18,8 @@ from lora_ext.errors import Problem
 DEFAULT_HOME = ".lora_ext_demo"
 #: Weights of the comparison grid.
 GRID_WEIGHTS = (-1.0, 0.0, 0.5, 1.0)
+#: How much the difference row of a comparison grid amplifies pixel differences.
+DIFF_GAIN = 8
 
 
 @dataclass
@@ -176,27 +178,47 @@ def comparison_grid(
     weights: Sequence[float] = GRID_WEIGHTS,
     negative: str = "",
     seed: int = 0,
+    differences: bool = False,
     **overrides: Any,
 ) -> tuple[Any, list[Any]]:
     """One image per weight of LoRA ``name`` (same seed), side by side with weight labels.
 
+    differences: add a second row with each image's difference to the weight-0 image (absolute per-channel
+    difference, amplified ``DIFF_GAIN`` times), so a LoRA's effect shows even on the tiny model's noise-like images.
     Returns (grid PIL image, list of ``Generation``).
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageChops, ImageDraw
 
     results = [
         runtime_generate(runtime, with_weight(prompt, name, w), negative, seed, **overrides) for w in weights
     ]
-    images = [r.images[0] for r in results]
+    images = [r.images[0].convert("RGB") for r in results]
+    rows = [images]
+    labels = [f"{name}: {w:g}" if images[0].width >= 160 else f"{w:g}" for w in weights]
+    if differences and 0.0 in weights:
+        base = images[list(weights).index(0.0)]
+        rows.append(
+            [ImageChops.difference(img, base).point(lambda v: min(255, v * DIFF_GAIN)) for img in images]
+        )
     w, h = images[0].size
     label = 14
-    grid = Image.new("RGB", (w * len(images), h + label), "white")
+    grid = Image.new("RGB", (w * len(images), (h + label) * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
-    for i, (img, weight) in enumerate(zip(images, weights, strict=True)):
-        grid.paste(img.convert("RGB"), (i * w, label))
-        text = f"{name}: {weight:g}" if w >= 160 else f"{weight:g}"
-        draw.text((i * w + 2, 1), text, fill="black")
+    for r, row in enumerate(rows):
+        top = r * (h + label)
+        for i, img in enumerate(row):
+            grid.paste(img, (i * w, top + label))
+            text = labels[i] if r == 0 else (f"diff x{DIFF_GAIN}" if weights[i] else "reference")
+            draw.text((i * w + 2, top + 1), text, fill="black")
     return grid, results
+
+
+def mean_change(image: Any, base: Any) -> float:
+    """Mean absolute per-channel pixel difference of two same-size images, 0-255."""
+    from PIL import ImageChops, ImageStat
+
+    diff = ImageChops.difference(image.convert("RGB"), base.convert("RGB"))
+    return sum(ImageStat.Stat(diff).mean) / 3
 
 
 runtime_generate = generate
