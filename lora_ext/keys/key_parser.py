@@ -15,6 +15,7 @@ from lora_ext.keys.tables import (
     DOTTED_PREFIX_KEEP,
     DOTTED_PREFIXES,
     DOTTED_REWRITES,
+    FLAT_PREFIX_KEEP,
     FLAT_PREFIXES,
     PART_NAMES,
 )
@@ -46,6 +47,7 @@ def parse_key(key: str) -> KeyParts | None:
             part = PART_NAMES.get(raw_part)
             if part is None or not module:
                 return None
+            module = FLAT_PREFIX_KEEP.get(prefix, "") + module
             return KeyParts(component, module, part, raw_part, dotted=False)
     return _parse_dotted(key)
 

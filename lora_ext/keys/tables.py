@@ -18,7 +18,23 @@ FLAT_PREFIXES: tuple[tuple[str, str], ...] = (
     ("oft_unet_", "unet"),  # kohya OFT (row 16)
     ("lora_transformer_", "unet"),
     ("diffusion_model_", "unet"),  # A1111 layer names used as keys (row 4 variant, NTC sliders)
+    # A1111's own text-encoder layer names used as keys (its network_layer_mapping): SDXL embedder index 0 / 1,
+    # SD1 HF CLIP, SD2 OpenCLIP. An SDXL refiner's only embedder (index 0) is OpenCLIP-bigG.
+    ("0_transformer_text_model_", "te1"),
+    ("0_model_transformer_resblocks_", "te2"),
+    ("1_model_transformer_resblocks_", "te2"),
+    ("transformer_text_model_", "te1"),
+    ("model_transformer_resblocks_", "te1"),
 )
+
+#: Flat prefixes whose tail is part of the module path: re-inserted after stripping.
+FLAT_PREFIX_KEEP: dict[str, str] = {
+    "0_transformer_text_model_": "text_model_",
+    "0_model_transformer_resblocks_": "transformer_resblocks_",
+    "1_model_transformer_resblocks_": "transformer_resblocks_",
+    "transformer_text_model_": "text_model_",
+    "model_transformer_resblocks_": "transformer_resblocks_",
+}
 
 #: Key prefixes that name no particular text encoder ("the" text encoder): te1 normally, and the only encoder of a
 #: model that has te2 alone (SDXL refiner, clip_g; FORMATS.md §8, as ComfyUI maps them). ``lora_te1_`` and ComfyUI
@@ -189,6 +205,20 @@ OPENCLIP_CHILDREN: dict[str, str] = {
     "ln_1": "layer_norm1",
     "ln_2": "layer_norm2",
 }
+
+#: OpenCLIP-native text-encoder module names (flattened, optionally under A1111's ``model_``) -> HF CLIP names, so
+#: keys written with them reach HF and OpenCLIP trees alike. q/k/v are A1111's per-slice names of the fused
+#: ``attn`` (FORMATS.md §8, §10.9). A whole-``attn`` key (all of ``in_proj_weight``) has no target and is reported.
+OPENCLIP_FLAT_TO_HF: tuple[tuple[str, str], ...] = (
+    (
+        r"^(?:model_)?transformer_resblocks_(\d+)_attn_([qkv]|out)_proj$",
+        r"text_model_encoder_layers_\1_self_attn_\2_proj",
+    ),
+    (r"^(?:model_)?transformer_resblocks_(\d+)_mlp_c_fc$", r"text_model_encoder_layers_\1_mlp_fc1"),
+    (r"^(?:model_)?transformer_resblocks_(\d+)_mlp_c_proj$", r"text_model_encoder_layers_\1_mlp_fc2"),
+    (r"^(?:model_)?transformer_resblocks_(\d+)_ln_([12])$", r"text_model_encoder_layers_\1_layer_norm\2"),
+    (r"^(?:model_)?ln_final$", r"text_model_final_layer_norm"),
+)
 
 #: OpenCLIP text-tower top-level modules -> HF CLIP (without ``text_model.``).
 OPENCLIP_TOP_LEVEL: dict[str, str] = {

@@ -18,6 +18,7 @@ from lora_ext.keys.model_parts import ModelParts
 from lora_ext.keys.tables import (
     MHA_SLICES,
     OPENCLIP_CHILDREN,
+    OPENCLIP_FLAT_TO_HF,
     OPENCLIP_TOP_LEVEL,
     UNET_FLAT_STRIP,
     unet_block,
@@ -27,6 +28,7 @@ from lora_ext.keys.unet_map import block_pairs, translate, unet_layout
 _PATCHABLE = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.MultiheadAttention)
 _HF_TAIL = re.compile(r"(?:^|\.)(?:text_model\.)?((?:encoder|embeddings|final_layer_norm)(?:\..*)?)$")
 _OPENCLIP_LAYER = re.compile(r"(?:^|\.)transformer\.resblocks\.(\d+)\.(.+)$")
+_OPENCLIP_NATIVE = tuple((re.compile(p), r) for p, r in OPENCLIP_FLAT_TO_HF)
 
 
 def flat(name: str) -> str:
@@ -88,6 +90,11 @@ class TargetIndex:
                 if name.startswith(prefix):
                     hit = table.get(name[len(prefix) :])
                     break
+        elif hit is None:  # OpenCLIP-native names, on HF and OpenCLIP trees alike
+            for pattern, replacement in _OPENCLIP_NATIVE:
+                hf_name, count = pattern.subn(replacement, name)
+                if count:
+                    return table.get(hf_name)
         return hit
 
     def _register(self, component: str, target: Target, names: list[str]) -> None:
