@@ -146,7 +146,10 @@ def test_networks_load_networks_patches_through_lora_ext(webui, store):
     networks.load_networks(["x", "y"], te_multipliers=[0.5, 1.0], unet_multipliers=[0.25, 1.0])
     expected = expected_state("sd1", [(store["x"], 0.5, 0.25), (store["y"], 1.0, 1.0)])
     assert same_state(state(webui.model), expected) == []
-    assert [n.name for n in networks.loaded_networks] == ["x", "y"]
+    assert [(n.name, n.te_multiplier, n.unet_multiplier) for n in networks.loaded_networks] == [
+        ("x", 0.5, 0.25),
+        ("y", 1.0, 1.0),
+    ]
     networks.load_networks([])
     assert same_state(state(webui.model), webui.original) == []
     assert networks.loaded_networks == []

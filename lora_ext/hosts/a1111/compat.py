@@ -52,7 +52,11 @@ class NetworkInfo:
 
 
 def _sync(host: Any, mods: dict[str, types.ModuleType]) -> None:
-    loaded = [NetworkInfo(entry, req.name, req.te, req.unet, req.dyn) for req, entry, _ in host.last.active]
+    weights = list(getattr(host.last, "weights", []))
+    loaded = []
+    for i, (req, entry, _) in enumerate(host.last.active):
+        applied = weights[i] if i < len(weights) else req  # this pass's weights (hires: hr=)
+        loaded.append(NetworkInfo(entry, req.name, applied.te, applied.unet, applied.dyn))
     available: dict[str, NetworkInfo] = {}
     aliases: dict[str, NetworkInfo] = {}
     library = host._library  # no scan just to mirror tables

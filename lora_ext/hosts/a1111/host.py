@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lora_ext.activation import ActiveSet, build_active_set
-from lora_ext.adapters import ResolvedLora
+from lora_ext.adapters import ActiveLora, ResolvedLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
 from lora_ext.hosts.a1111 import embeddings, messages
@@ -56,10 +56,12 @@ class Activation:
 
     active: (request, library entry, resolved LoRA) per applied LoRA, in tag order.
     messages: user-facing lines written to the generation info.
-    signature: identity of the applied weights: (path, size, mtime_ns, te, unet, dyn) per LoRA.
+    signature: identity of the applied weights: (path, size, mtime_ns, te, unet, dyn, blocks) per LoRA.
+    weights: the ``ActiveLora`` handed to the patcher per item of ``active`` (this pass's te/unet, block weights).
     """
 
     active: list[tuple[LoraRequest, Any, ResolvedLora]] = field(default_factory=list)
+    weights: list[ActiveLora] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     signature: tuple = ()
 
@@ -268,11 +270,13 @@ class A1111Host:
                 f"applied {names}: {result.visited} tensors in {time.perf_counter() - started:.2f} s"
             )
         activation.messages += [str(problem) for problem in result.problems]
+        activation.weights = list(found.active)
         if result.failed:
             activation.active = []
+            activation.weights = []
         activation.signature = tuple(
             (entry.path, *_stat(entry.path), lora.te, lora.unet, lora.dyn, lora.blocks)
-            for (_, entry, _), lora in zip(activation.active, found.active, strict=False)
+            for (_, entry, _), lora in zip(activation.active, activation.weights, strict=True)
         ) + (("failed",) if result.failed else ())
         return activation, found
 
