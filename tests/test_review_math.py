@@ -1,0 +1,39 @@
+"""Review round: cases the mutation check (docs in the round-2 report) showed the earlier algorithm tests let through.
+
+Each test pins one rule of FORMATS.md §9–§10 that a plausible wrong implementation would break; the expected values
+come from tests/oracles.py (float64, written independently of ``lora_ext.algorithms``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lora_ext.adapters import LayerAdapter
+from lora_ext.algorithms import layer_delta
+from tests import oracles
+
+torch.set_num_threads(1)
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def test_lokr_rank_comes_from_w2_b_when_both_factors_are_factored():
+    """§9.4: r = lokr_w2_b.shape[0] when W2 is factored, even if W1 is factored with another rank (last one wins)."""
+    g = torch.Generator().manual_seed(5)
+    t = {
+        "lokr_w1_a": torch.randn(2, 1, generator=g),
+        "lokr_w1_b": torch.randn(1, 2, generator=g),  # rank 1
+        "lokr_w2_a": torch.randn(4, 3, generator=g),
+        "lokr_w2_b": torch.randn(3, 3, generator=g),  # rank 3
+    }
+    w0 = torch.randn(8, 6, generator=g)
+    got = layer_delta(LayerAdapter("lokr", t, alpha=1.5), w0, 0.8).weight
+    want = oracles.lokr(
+        1.5, 0.8, w0.shape, w1a=t["lokr_w1_a"], w1b=t["lokr_w1_b"], w2a=t["lokr_w2_a"], w2b=t["lokr_w2_b"]
+    )
+    assert rel_err(got, want) <= 1e-5
+    # s = 1.5 / 3, not 1.5 / 1
+    unscaled = layer_delta(LayerAdapter("lokr", t, alpha=None), w0, 0.8).weight
+    assert torch.allclose(got, unscaled * 0.5, rtol=1e-5, atol=1e-6)

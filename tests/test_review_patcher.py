@@ -1,0 +1,55 @@
+"""Review round: patcher cases the mutation check showed the earlier patcher tests let through.
+
+Expected weights are written out in float64 from FORMATS.md §9.1 / §10 directly (W₀ + m·s·U·D), not taken from
+``layer_delta``, so the patcher's fast paths are checked against the formula itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_patcher_models import tiny_net
+
+from lora_ext.adapters import ActiveLora, LayerAdapter, ResolvedLora, Target
+from lora_ext.patcher import Patcher
+
+torch.set_num_threads(1)
+
+
+def _plain(out: int, cols: int, rank: int, seed: int, alpha: float | None = 1.0, **extra) -> LayerAdapter:
+    """Plain LoRA factors U ``[out, rank]``, D ``[rank, cols]`` (float32) plus any ``extra`` parts."""
+    g = torch.Generator().manual_seed(seed)
+    parts = {
+        "up": torch.randn(out, rank, generator=g) * 0.2,
+        "down": torch.randn(rank, cols, generator=g) * 0.2,
+    }
+    return LayerAdapter("lora", {**parts, **extra}, alpha=alpha)
+
+
+def _want(w0: torch.Tensor, adapter: LayerAdapter, m: float, s: float) -> torch.Tensor:
+    """W₀ + m·s·U·D in float64 with W₀'s shape."""
+    up, down = adapter.tensors["up"].double(), adapter.tensors["down"].double()
+    return w0.double() + m * s * (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)).reshape(
+        w0.shape
+    )
+
+
+def _close(got: torch.Tensor, want: torch.Tensor, ulps: float = 4.0) -> bool:
+    """``got`` (any float dtype) within a few units of its own precision of the float64 ``want``."""
+    tol = ulps * float(torch.finfo(got.dtype).eps) * float(want.abs().max())
+    return float((got.detach().double() - want).abs().max()) <= tol
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_scale_part_overrides_alpha_on_the_plain_lora_fast_path(fuse, dtype):
+    """A ``scale`` tensor replaces α/r (FORMATS.md §10) also when the patcher adds U·D with ``addmm_``."""
+    net = tiny_net(dtype)
+    w0 = net.lin.weight.detach().clone()
+    adapter = _plain(10, 12, 2, seed=1, scale=torch.tensor(0.25))  # α/r would be 0.5
+    lora = ResolvedLora(
+        "scaled", "/l/scaled.safetensors", {Target("unet", "lin", "lin", module=net.lin): adapter}
+    )
+    assert Patcher("swap", fuse=fuse).apply([ActiveLora(lora, 1.0, -1.3)]).ok
+    assert _close(net.lin.weight, _want(w0, adapter, -1.3, 0.25))
+    assert not _close(net.lin.weight, _want(w0, adapter, -1.3, 0.5))
