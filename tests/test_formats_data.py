@@ -155,3 +155,45 @@ def test_file_shrunk_between_header_and_data_is_a_problem(tmp_path):
         handle.truncate(os.path.getsize(path) - 100)
     result = read_safetensors_tensors(header)
     assert isinstance(result, Problem) and result.subject == str(path) and "truncated" in result.message
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM")) / 1024
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as handle:  # "5" resets VmHWM to the current RSS (Linux)
+        handle.write("5")
+
+
+def _current_rss_mib() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+
+
+def test_full_ckpt_checkpoint_is_named_without_reading_its_weights(tmp_path):
+    state = {
+        "model.diffusion_model.input_blocks.0.0.weight": torch.ones(4, 4, 3, 3),
+        "model.diffusion_model.middle_block.1.proj_in.weight": torch.ones(48 * 1024 * 1024 // 4),
+        "first_stage_model.decoder.conv_in.weight": torch.ones(48 * 1024 * 1024 // 4),
+    }
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": state}, path)
+    del state
+    _reset_peak_rss()
+    before = _current_rss_mib()
+    result = read_lora_file(path)
+    assert isinstance(result, Problem) and "checkpoint" in result.message
+    assert _peak_rss_mib() - before < 48  # 96 MiB of weights were never read into memory
+
+
+def test_pickled_lora_tensors_are_private_copies(tmp_path):
+    path = tmp_path / "l.pt"
+    torch.save(_lora_state(1.0), path)
+    loaded = read_lora_file(path)
+    torch.save(_lora_state(5.0), path)  # rewritten in place (same inode)
+    with open(path, "r+b") as handle:
+        handle.truncate(100)
+    for tensor in loaded.tensors.values():
+        assert torch.equal(tensor, torch.ones_like(tensor))

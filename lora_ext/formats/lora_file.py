@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 
 import torch
 
@@ -85,10 +86,13 @@ def looks_like_checkpoint(keys) -> bool:
 def _read_pickle(path: str) -> LoraFile | Problem:
     if os.path.getsize(path) == 0:
         return Problem(path, "the file is empty; download it again or remove it.")
+    # A zip-format pickle (torch >= 1.6) is opened memory-mapped: no tensor data is read until used, so a multi-GB
+    # checkpoint in the LoRA folder is named as such at once. Tensors we keep are copied out (``_private``).
+    mapped = zipfile.is_zipfile(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notices of the weights-only unpickler
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err) or "GLOBAL" in str(err):
@@ -118,7 +122,15 @@ def _read_pickle(path: str) -> LoraFile | Problem:
             "this is a full Stable Diffusion checkpoint, not a LoRA; move it to the checkpoint folder "
             "(models/Stable-diffusion).",
         )
+    if mapped:
+        tensors = {key: _private(tensor) for key, tensor in tensors.items()}
     return LoraFile(path=path, tensors=tensors, metadata={})
+
+
+def _private(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in process memory of a tensor backed by the file mapping (which a file rewritten or truncated on
+    disk would change or turn into SIGBUS; see ``safetensors_data``)."""
+    return tensor.clone()
 
 
 def _flatten(prefix: str, value: object, out: dict[str, torch.Tensor]) -> None:
