@@ -296,8 +296,10 @@ function loraExtRender(tab) {
     for (var i = 0; i < slice.length; i++) {
         html.push(slice[i].html);
     }
-    grid.innerHTML = slice.length ? html.join("") :
-        '<div class="lora-ext-empty">No LoRA matches. Clear the search or the filters, or press Refresh.</div>';
+    var empty = tab.data.cards.length ?
+        "No LoRA matches. Clear the search or the filters, or press Refresh." :
+        "No LoRA files in the LoRA folders yet. Put .safetensors files there and press Refresh.";
+    grid.innerHTML = slice.length ? html.join("") : '<div class="lora-ext-empty">' + empty + "</div>";
     if (info) {
         info.textContent = tab.visible.length + " of " + tab.data.cards.length + " LoRAs, page " +
             (tab.state.page + 1) + "/" + pages;

@@ -245,15 +245,41 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_app(args: argparse.Namespace) -> int:
+    import time
+
     from lora_ext.ui.app import launch_app
     from lora_ext.ui.runtime import open_runtime
 
-    print("lora_ext app: loading the model and the LoRA library...")
+    if not _port_free(args.host, args.port):
+        return _fail(
+            f"{args.host}:{args.port} is in use (another app running?). Pass --port with a free port."
+        )
+    what = args.model or "the embedded tiny SD1 model"
+    print(f"lora_ext app: loading {what} and scanning the LoRA folders...")
+    started = time.monotonic()
     rt = open_runtime(args.model, args.lora_dir or (), home=args.home)
     if isinstance(rt, Problem):
         return _fail(rt)
-    print(f"lora_ext app on http://{args.host}:{args.port}/ (Ctrl+C to stop)")
+    report = rt.library.last_report
+    problems = sum(1 for e in rt.library.entries() if e.problems) + len(getattr(report, "errors", []) or [])
+    print(
+        f"  {rt.host.architecture} model; {len(rt.library.entries())} LoRAs in {', '.join(rt.lora_dirs)}"
+        + (f" ({problems} with problems: see the card's i button)" if problems else "")
+        + f"; ready in {time.monotonic() - started:.1f} s"
+    )
+    print(f"Open http://{args.host}:{args.port}/ in a browser. Ctrl+C stops the app.")
     launch_app(rt, args.host, args.port, block=True)
     return 0
 

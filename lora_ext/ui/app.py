@@ -130,6 +130,12 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         last["image"] = gen.images[0]
         progress(1, desc="Done")
         lines = gen.applied.info_lines() or ["No LoRA tag in the prompt."]
+        if gen.applied.active:
+            count = len(gen.applied.active)
+            lines.insert(
+                0,
+                f"Applied {count} LoRA{'s' if count > 1 else ''} for this image, then restored the model weights:",
+            )
         return gen.images, info_html(lines)
 
     with gr.Blocks(**kwargs) as demo:
