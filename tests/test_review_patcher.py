@@ -12,6 +12,7 @@ from test_patcher_models import tiny_net
 
 from lora_ext.adapters import ActiveLora, LayerAdapter, ResolvedLora, Target
 from lora_ext.patcher import Patcher
+from lora_ext.patching import compute
 
 torch.set_num_threads(1)
 
@@ -53,3 +54,19 @@ def test_scale_part_overrides_alpha_on_the_plain_lora_fast_path(fuse, dtype):
     assert Patcher("swap", fuse=fuse).apply([ActiveLora(lora, 1.0, -1.3)]).ok
     assert _close(net.lin.weight, _want(w0, adapter, -1.3, 0.25))
     assert not _close(net.lin.weight, _want(w0, adapter, -1.3, 0.5))
+
+
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_cpu_weight_streamed_in_several_row_blocks(monkeypatch, strategy, dtype):
+    """The row-block path (fp16/bf16 CPU weight, only plain products) must add the rows of U that belong to each
+    block; with a block of 3 rows the 10-row weight needs 4 blocks."""
+    monkeypatch.setattr(compute, "BLOCK_BYTES", 4 * 12 * 3)
+    net = tiny_net(dtype)
+    w0 = net.lin.weight.detach().clone()
+    first, second = _plain(10, 12, 3, seed=2, alpha=1.5), _plain(10, 12, 2, seed=3, alpha=None)
+    target = Target("unet", "lin", "lin", module=net.lin)
+    loras = [ResolvedLora(n, f"/l/{n}.safetensors", {target: a}) for n, a in (("a", first), ("b", second))]
+    assert Patcher(strategy).apply([ActiveLora(loras[0], 1.0, 0.7), ActiveLora(loras[1], 1.0, -1.1)]).ok
+    want = _want(w0, first, 0.7, 0.5) + _want(w0, second, -1.1, 1.0) - w0.double()
+    assert _close(net.lin.weight, want, ulps=1.0)
