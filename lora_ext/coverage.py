@@ -141,19 +141,24 @@ class CoverageReport:
     problems: list[Problem] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line, e.g. ``"x: 264 keys, 264 matched (UNet 192, TE1 72), lora"``."""
+        """One line: ``"x: 264 keys, 264 matched (UNet 192, TE1 72), lora"``, or with unmatched keys
+        ``"x: 12 of 264 keys unmatched (e.g. k1, k2, …); 252 matched (UNet 180, TE1 72), lora; is this LoRA for
+        another model?"``, or ``"x: refused: <reason>"``."""
         label = self.name or os.path.basename(self.file)
         if self.verdict == "refused":
             reason = next((p.message for p in self.problems if p.severity == "error"), "nothing applied")
             return f"{label}: refused: {reason}"
         parts = ", ".join(f"{_COMPONENT_LABELS.get(c, c)} {n}" for c, n in self.layers.items() if n)
-        algos = "/".join(self.algorithms) or "none"
+        if self.embeddings:
+            parts = ", ".join(filter(None, [parts, f"{len(self.embeddings)} bundled embedding(s)"]))
+        matched = f"{self.keys_matched} matched ({parts}), {'/'.join(self.algorithms) or 'no layers'}"
         if self.unmatched:
+            examples = ", ".join(self.unmatched[:2]) + (", …" if len(self.unmatched) > 2 else "")
             return (
-                f"{label}: {len(self.unmatched)} of {self.keys_total} keys unmatched; "
-                f"{self.keys_matched} matched ({parts}), {algos}"
+                f"{label}: {len(self.unmatched)} of {self.keys_total} keys unmatched (e.g. {examples}); "
+                f"{matched}; is this LoRA for another model?"
             )
-        return f"{label}: {self.keys_total} keys, {self.keys_matched} matched ({parts}), {algos}"
+        return f"{label}: {self.keys_total} keys, {matched}"
 
     def lines(self, max_unmatched: int = 10) -> list[str]:
         """Multi-line detail for consoles and inspectors."""

@@ -106,7 +106,9 @@ def test_report_lists_unmatched_keys_and_is_json_safe(tmp_path):
     report = result.report
     assert report.verdict == "partial"
     assert sorted(report.unmatched) == sorted(extra)
-    assert report.summary().startswith("cov: 12 of 30 keys unmatched; 18 matched (UNet 4, TE1 2), lora")
+    summary = report.summary()
+    assert summary.startswith("cov: 12 of 30 keys unmatched (e.g. lora_unet_nowhere_0.lora_up.weight, ")
+    assert summary.endswith(", …); 18 matched (UNet 4, TE1 2), lora; is this LoRA for another model?")
     lines = report.lines(max_unmatched=5)
     assert "  unmatched keys (12):" in lines and "    ... and 7 more" in lines
     data = json.loads(json.dumps(report.to_dict()))
