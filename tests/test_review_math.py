@@ -37,3 +37,11 @@ def test_lokr_rank_comes_from_w2_b_when_both_factors_are_factored():
     # s = 1.5 / 3, not 1.5 / 1
     unscaled = layer_delta(LayerAdapter("lokr", t, alpha=None), w0, 0.8).weight
     assert torch.allclose(got, unscaled * 0.5, rtol=1e-5, atol=1e-6)
+
+
+def test_delta_on_a_device_type_without_autocast():
+    """layer_delta disables autocast on the weight's device; a device type that has no autocast (here ``meta``) must
+    not make it raise (the patcher tolerates such devices too)."""
+    adapter = LayerAdapter("lora", {"up": torch.randn(8, 2), "down": torch.randn(2, 6)}, alpha=1.0)
+    delta = layer_delta(adapter, torch.empty(8, 6, device="meta"), 1.0)
+    assert delta.weight.device.type == "meta" and delta.weight.shape == (8, 6)

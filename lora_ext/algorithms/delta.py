@@ -7,6 +7,8 @@ Common steps after the family's raw delta: bridge shapes, add a per-module ``bia
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from lora_ext.adapters import LayerAdapter
@@ -37,7 +39,7 @@ def layer_delta(
     if family is None:
         raise ValueError(f"unknown LoRA algorithm {adapter.algo!r}; known: {', '.join(sorted(FAMILIES))}")
     what = f"{adapter.algo} adapter" + (f" ({adapter.keys[0]})" if adapter.keys else "")
-    with torch.no_grad(), torch.autocast(device_type=w0.device.type, enabled=False):
+    with torch.no_grad(), _autocast_off(w0.device.type):
         w0 = w0.to(torch.float32)
         raw = _raw_delta(family, adapter, w0, dyn, what)
         scale = raw.scale if raw.fixed_scale else _scale_part(adapter, raw.scale)
@@ -56,6 +58,16 @@ def layer_delta(
         if raw.bias is not None:
             bias = multiplier * fit_bias(raw.bias, None if b0 is None else b0.shape, what)
     return LayerDelta(weight=weight, bias=bias)
+
+
+def _autocast_off(device_type: str) -> contextlib.ExitStack:
+    """Autocast disabled for ``device_type`` (cpu, cuda, mps, ...); a device type without autocast has none to disable."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+    except RuntimeError:
+        pass
+    return stack
 
 
 def _scale_part(adapter: LayerAdapter, default: float) -> float:
