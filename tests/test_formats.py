@@ -104,7 +104,7 @@ def test_header_with_bad_entries(tmp_path):
     _assert_problem(read_lora_file(path), path, "shape needs")
     header = json.dumps({"a": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}).encode()
     path = write_raw(tmp_path / "dtype.safetensors", header, b"\0" * 4)
-    _assert_problem(read_lora_file(path), path, "dtype")
+    _assert_problem(read_lora_file(path), path, "data type q9", "cannot read", "float16")
     path = write_raw(tmp_path / "list.safetensors", b"[1, 2]")
     _assert_problem(read_lora_file(path), path, "json object")
 

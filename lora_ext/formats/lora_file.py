@@ -113,9 +113,14 @@ def _read_pickle(path: str) -> LoraFile | Problem:
         for key, value in data.items():
             _flatten(str(key), value, tensors)
     else:
-        return Problem(path, f"the file holds a {type(data).__name__}, not a LoRA state dict.")
+        return Problem(
+            path,
+            f"the file holds a {type(data).__name__}, not a LoRA state dict; remove it from the LoRA folder.",
+        )
     if not tensors:
-        return Problem(path, "the file holds no tensors; it is not a LoRA.")
+        return Problem(
+            path, "the file holds no tensors, so it is not a LoRA; remove it from the LoRA folder."
+        )
     if looks_like_checkpoint(tensors):
         return Problem(
             path,

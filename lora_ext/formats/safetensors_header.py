@@ -135,6 +135,13 @@ def read_safetensors_header(
         return result
     data_size = size - 8 - n
     for key, entry in header.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if isinstance(dtype, str) and dtype not in DTYPE_SIZES:  # a newer format, not damage
+            return Problem(
+                path,
+                f"tensor {key!r} has the data type {dtype}, which this extension cannot read (it reads "
+                f"{', '.join(DTYPE_SIZES)}); use a float16, bfloat16 or float32 version of this LoRA.",
+            )
         reason = _check_entry(key, entry, data_size)
         if reason is not None:
             return _damaged(path, reason)

@@ -105,7 +105,7 @@ def _drop_misfits(result: ResolvedLora, label: str, model_arch: str, file_arch: 
         Problem(
             result.path,
             f"{label}: {len(misfits)} of {total} layers have shapes that do not fit the loaded model and were "
-            "skipped.",
+            "skipped; the rest was applied. Check that the LoRA was made for this base model.",
             severity="warning",
             details=tuple(misfits[:_EXAMPLES]),
         )
@@ -157,7 +157,8 @@ def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> 
         result.problems.append(
             Problem(
                 file.path,
-                f"{label}: {len(incomplete)} module(s) lack the tensors their algorithm needs and were skipped.",
+                f"{label}: {len(incomplete)} module(s) lack the tensors their algorithm needs and were skipped; the "
+                "rest was applied. The file may be damaged or written by an unsupported tool.",
                 severity="warning",
                 details=tuple(incomplete[:_EXAMPLES]),
             )
