@@ -66,7 +66,8 @@ def serve_blocks(blocks, allowed_paths: list[str] | None = None, library=None) -
     library: when given, the app's card-preview route serves that library's previews (as ``launch_app`` does)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     port = free_port()
-    blocks.queue()
+    if not getattr(blocks, "enable_queue", False):  # build_app configures its own queue
+        blocks.queue()
     blocks.launch(
         server_name="127.0.0.1",
         server_port=port,

@@ -21,6 +21,8 @@ from lora_ext.ui.tab import TabHost, build_lora_tab
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_PREFIX = "lora_ext_app"
+#: Gradio queue workers of the standalone app.
+QUEUE_WORKERS = 4
 HIDDEN_CSS = ".lora-ext-hidden { display: none !important; }\n"
 
 
@@ -170,9 +172,22 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
 
         multiplier.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
         name_choice.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
-        button.click(run, inputs=[prompt, negative, seed, steps], outputs=[gallery, info])
+        # The info box is filled in a second step so only the gallery carries the progress bar.
+        info_text = gr.State("")
+        button.click(run, inputs=[prompt, negative, seed, steps], outputs=[gallery, info_text]).then(
+            lambda text: text,
+            inputs=[info_text],
+            outputs=[info],
+            show_progress="hidden" if _gradio_major() >= 4 else False,
+        )
         if _gradio_major() < 4:
             demo.load(None, None, None, _js=js)
+    # Several workers: Refresh, the inspector and favourites stay usable during a generation (generations still
+    # run one at a time: DiffusersHost holds a lock around each patched call).
+    if _gradio_major() < 4:
+        demo.queue(concurrency_count=QUEUE_WORKERS)
+    else:
+        demo.queue(default_concurrency_limit=QUEUE_WORKERS)
     return demo
 
 
@@ -181,7 +196,6 @@ def launch_app(runtime: Runtime, host: str = "127.0.0.1", port: int = 7861, bloc
     (``.close()`` stops it). Card previews come from the app's own route (``add_preview_route``); Gradio's
     ``/file=`` route is not opened to the LoRA folders, and the working folder is blocked for it."""
     demo = build_app(runtime)
-    demo.queue()
     demo.launch(
         server_name=host,
         server_port=port,
