@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_patcher_models import tiny_net
+from test_patcher_models import D_MHA, tiny_net
 
 from lora_ext.adapters import ActiveLora, LayerAdapter, ResolvedLora, Target
 from lora_ext.patcher import Patcher
 from lora_ext.patching import compute
+from tests import oracles
 
 torch.set_num_threads(1)
 
@@ -70,3 +71,30 @@ def test_low_precision_cpu_weight_streamed_in_several_row_blocks(monkeypatch, st
     assert Patcher(strategy).apply([ActiveLora(loras[0], 1.0, 0.7), ActiveLora(loras[1], 1.0, -1.1)]).ok
     want = _want(w0, first, 0.7, 0.5) + _want(w0, second, -1.1, 1.0) - w0.double()
     assert _close(net.lin.weight, want, ulps=1.0)
+
+
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+def test_w_dependent_deltas_on_mha_slices_see_their_own_rows(strategy):
+    """FORMATS.md §10.9: each q/k/v delta is computed against its own row slice of ``in_proj_weight`` as W₀. With
+    W-dependent adapters (IA3 on k, Diag-OFT on v) a delta computed from the wrong rows is visibly wrong."""
+    net = tiny_net()
+    w0 = net.mha.in_proj_weight.detach().clone()
+    g = torch.Generator().manual_seed(4)
+    ia3_vec = torch.randn(D_MHA, generator=g) * 0.3
+    oft_blocks = torch.randn(D_MHA // 4, 4, 4, generator=g) * 0.2
+    rows = {name: (i * D_MHA, (i + 1) * D_MHA) for i, name in enumerate("qkv")}
+
+    def target(name: str) -> Target:
+        return Target("te1", "mha", f"mha.{name}", "in_proj_weight", "in_proj_bias", rows[name], net.mha)
+
+    layers = {
+        target("k"): LayerAdapter("ia3", {"weight": ia3_vec}),
+        target("v"): LayerAdapter("oft", {"oft_blocks": oft_blocks}),
+    }
+    lora = ResolvedLora("kv", "/l/kv.safetensors", layers)
+    assert Patcher(strategy).apply([ActiveLora(lora, te=0.8, unet=1.0)]).ok
+    got = net.mha.in_proj_weight.detach()
+    k0, v0 = w0[slice(*rows["k"])], w0[slice(*rows["v"])]
+    assert torch.equal(got[slice(*rows["q"])], w0[slice(*rows["q"])])
+    assert _close(got[slice(*rows["k"])], k0.double() + oracles.ia3(k0, ia3_vec, False, 0.8))
+    assert _close(got[slice(*rows["v"])], v0.double() + oracles.diag_oft(v0, oft_blocks, None, 0.8))
