@@ -57,3 +57,12 @@ def test_old_layout_glora_fits_its_layer_and_not_another():
 def test_incomplete_glora_is_reported():
     adapter = LayerAdapter("glora", {"a1": torch.zeros(16, 4)}, alpha=1.0)
     assert mismatch(adapter, _target(torch.nn.Linear(16, 24))) == "incomplete tensors"
+
+
+def test_oft_blocks_of_the_wrong_rank_are_a_mismatch():
+    layer = torch.nn.Linear(64, 64)
+    flat_blocks = LayerAdapter("oft", {"oft_blocks": torch.zeros(8)}, alpha=1.0)  # 8 * 8 == 64 rows, but 1-D
+    assert "OFT blocks" in mismatch(flat_blocks, _target(layer))
+    assert (
+        mismatch(LayerAdapter("oft", {"oft_blocks": torch.zeros(8, 8, 8)}, alpha=1.0), _target(layer)) is None
+    )

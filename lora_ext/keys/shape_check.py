@@ -66,6 +66,8 @@ def mismatch(adapter: LayerAdapter, target: Target) -> str | None:
             return None if vec.numel() == weight.numel() else f"norm of {vec.numel()} vs {weight.numel()}"
         elif adapter.algo in ("oft", "oft_diag"):
             blocks = t["oft_blocks" if adapter.algo == "oft" else "oft_diag"]
+            if blocks.dim() != 3:
+                return f"OFT blocks of shape {tuple(blocks.shape)} (expected [n, b, b])"
             got_out, got_in = blocks.shape[0] * blocks.shape[-1], inp
         elif adapter.algo == "boft":
             blocks = t["oft_blocks"]
