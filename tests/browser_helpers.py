@@ -77,7 +77,7 @@ def serve_blocks(blocks, allowed_paths: list[str] | None = None, library=None) -
         allowed_paths=allowed_paths or [],
     )
     if library is not None:
-        from lora_ext.ui.app import add_preview_route
+        from lora_ext.ui.routes import add_preview_route
 
         add_preview_route(blocks.server_app, library)
     url = f"http://127.0.0.1:{port}/"

@@ -35,7 +35,7 @@ def served(library):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from lora_ext.ui.app import add_preview_route
+    from lora_ext.ui.routes import add_preview_route
 
     app = FastAPI()
     add_preview_route(app, library)

@@ -15,7 +15,8 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import is_problem
-from lora_ext.ui.previews import PREVIEW_ROUTE, preview_payload, preview_route_url
+from lora_ext.ui.previews import preview_route_url
+from lora_ext.ui.routes import add_preview_route
 from lora_ext.ui.runtime import Runtime, generate
 from lora_ext.ui.tab import TabHost, build_lora_tab
 
@@ -72,24 +73,6 @@ def info_html(lines: list[str]) -> str:
         cls = "lora-ext-problem" if line.startswith(("error:", "warning:")) else "lora-ext-infoline"
         out.append(f'<div class="{cls}">{html.escape(line)}</div>')
     return '<div class="lora-ext-geninfo">' + "".join(out) + "</div>"
-
-
-def add_preview_route(server_app: Any, library: Any) -> None:
-    """Serve card previews at ``/lora_ext/preview?path=<LoRA file>`` on the app's FastAPI server, only through
-    ``library.preview_file`` / ``library.cover_image`` (``lora_ext.ui.previews.preview_payload``)."""
-    from fastapi import Response
-    from fastapi.responses import FileResponse
-
-    def preview(path: str = "") -> Any:
-        payload = preview_payload(library, path)
-        if is_problem(payload):
-            return Response(payload.message, status_code=404, media_type="text/plain")
-        headers = {"Cache-Control": "no-cache"}
-        if payload.file is not None:
-            return FileResponse(payload.file, media_type=payload.mime, headers=headers)
-        return Response(payload.data, media_type=payload.mime, headers=headers)
-
-    server_app.add_api_route("/" + PREVIEW_ROUTE, preview, methods=["GET"])
 
 
 def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = APP_PREFIX) -> Any:
