@@ -88,7 +88,10 @@ def _read_pickle(path: str) -> LoraFile | Problem:
         return Problem(path, "the file is empty; download it again or remove it.")
     # A zip-format pickle (torch >= 1.6) is opened memory-mapped: no tensor data is read until used, so a multi-GB
     # checkpoint in the LoRA folder is named as such at once. Tensors we keep are copied out (``_private``).
-    mapped = zipfile.is_zipfile(path)
+    try:
+        mapped = zipfile.is_zipfile(path)
+    except (OSError, zipfile.BadZipFile):  # a damaged zip directory; torch.load below names the problem
+        mapped = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notices of the weights-only unpickler
