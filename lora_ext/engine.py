@@ -92,6 +92,12 @@ class LoraLoader:
                 del self._resolved[key]
         self._index = None
 
+    def forget_models(self) -> None:
+        """Drop what refers to loaded models (resolutions and the target index hold their modules) but keep the
+        parsed files: for a checkpoint switch, so the old model can be freed and no LoRA file is read again."""
+        self._resolved.clear()
+        self._index = None
+
     def cached_paths(self) -> list[str]:
         """Paths of the parsed files currently cached, least recently used first."""
         return [k[0] for k in self._files]

@@ -98,3 +98,25 @@ def test_index_is_reused_for_the_same_modules_and_rebuilt_for_others():
     assert loader.index_for(ModelParts.from_diffusers(pipe)) is first
     assert loader.index_for(ModelParts.from_diffusers(pipe, family="sd2")) is not first
     assert loader.index_for(ModelParts.from_diffusers(build_tiny_pipeline("sd1", 0))) is not first
+
+
+def test_forget_models_frees_the_model_and_keeps_parsed_files(tmp_path):
+    import gc
+    import weakref
+
+    from lora_ext.demo import build_tiny_pipeline
+
+    loader = LoraLoader(max_cached=4)
+    path = write(tmp_path / "a.safetensors")
+    pipe = build_tiny_pipeline("sd1", 0)
+    resolved = loader.resolve(path, ModelParts.from_diffusers(pipe), "a")
+    assert isinstance(resolved, ResolvedLora) and resolved.layers
+    parsed = loader.load(path)
+    unet = weakref.ref(pipe.unet)
+    del pipe, resolved
+    gc.collect()
+    assert unet() is not None  # the cached resolution and index still hold the old model's modules
+    loader.forget_models()
+    gc.collect()
+    assert unet() is None  # a checkpoint switch can free the old model
+    assert loader.load(path) is parsed  # without reading the LoRA file again
