@@ -1,6 +1,8 @@
 """The LoRA tab (one Gradio component for A1111 and the standalone app) and the standalone app.
 
 ``cards`` and ``inspector`` are pure functions from library entries to JSON-ready data and HTML strings (no Gradio);
+``previews`` answers card-image requests through the library only, ``routes`` serves them (FastAPI);
+``runtime`` loads a pipeline, the library and the diffusers host for the app and the CLI;
 ``tab`` builds the Gradio component; ``app`` builds the standalone app around a diffusers host.
 Gradio is imported only by ``tab`` and ``app``.
 """

@@ -319,10 +319,13 @@ def card_data(
     }
 
 
-def data_block_html(data: dict[str, Any], prefix: str) -> str:
-    """The tab's data as an inert JSON block inside HTML; ``data-version`` changes whenever the content does."""
+def data_block_html(data: dict[str, Any], prefix: str, salt: str = "") -> str:
+    """The tab's data as an inert JSON block inside HTML; ``data-version`` changes whenever the content does.
+
+    salt: mixed into the version to make the browser re-render unchanged content (to undo what it showed ahead of
+    the server, e.g. a favourite star that could not be saved)."""
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    version = hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+    version = hashlib.sha1((text + salt).encode("utf-8")).hexdigest()[:16]
     # "</" inside a <script> would end it; "<\/" is the same JSON string.
     text = text.replace("</", "<\\/")
     return "".join(

@@ -11,6 +11,7 @@ Element ids are prefixed with ``prefix`` (default ``lora_ext``) so they never cl
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,7 @@ def status_text(library: Any, report: Any = None) -> str:
 def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     """Create the tab's components inside the current Gradio Blocks context and wire their events."""
 
-    def data_now() -> str:
+    def data_now(salt: str = "") -> str:
         data = card_data(
             host.library.entries(),
             preferred_name=host.preferred_name(),
@@ -103,7 +104,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             preview_url=host.preview_url,
             library=host.library if hasattr(host.library, "tag_name") else None,
         )
-        return data_block_html(data, prefix)
+        return data_block_html(data, prefix, salt)
 
     def sync(shown_arch: str):
         """The browser shows cards rendered for ``shown_arch``; re-render only when the loaded model's architecture
@@ -217,7 +218,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         data_["favorite"] = not bool(data_.get("favorite"))
         problem = write(entry, data_)
         if problem:
-            return data_now(), html.escape(problem)  # the browser already flipped the star: flip it back
+            return data_now(salt=str(time.monotonic())), html.escape(problem)  # re-render: un-flip the star
         host.library.refresh()
         return data_now(), gr.update()
 
