@@ -83,6 +83,7 @@ def test_sdxl_file_on_sd1_model_is_refused_by_keys(tmp_path):
     result = resolve(read_lora_file(path), TargetIndex.build(sd1_parts()), "xl2")
     assert result.layers == {} and result.report.verdict == "refused"
     assert "second text encoder" in " ".join(result.report.architecture_evidence)
+    assert "Use it with an SDXL checkpoint." in errors(result)[0].message
 
 
 def test_sd1_file_on_sdxl_model_is_refused(tmp_path):

@@ -47,7 +47,7 @@ def resolve(file: LoraFile, index: TargetIndex, name: str) -> ResolvedLora:
             result,
             f"{label} is {_article(file_arch)} {file_arch} LoRA ({'; '.join(evidence)}) but the loaded model is "
             f"{model_arch}; "
-            f"it was not applied. Use it with a {file_arch} checkpoint.",
+            f"it was not applied. Use it with {_article(file_arch)} {file_arch} checkpoint.",
         )
         return result
 
