@@ -98,3 +98,21 @@ def test_w_dependent_deltas_on_mha_slices_see_their_own_rows(strategy):
     assert torch.equal(got[slice(*rows["q"])], w0[slice(*rows["q"])])
     assert _close(got[slice(*rows["k"])], k0.double() + oracles.ia3(k0, ia3_vec, False, 0.8))
     assert _close(got[slice(*rows["v"])], v0.double() + oracles.diag_oft(v0, oft_blocks, None, 0.8))
+
+
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+def test_created_bias_has_the_weight_dtype_on_a_half_precision_model(strategy):
+    """A ``diff_b`` on a bias-less fp16 layer creates a bias in the weight's dtype and device (a float32 bias would make
+    the fp16 forward fail), holding m·diff_b rounded once; restore removes it again."""
+    net = tiny_net(torch.float16)
+    target = Target("unet", "lin_nb", "lin_nb", module=net.lin_nb)
+    diff_b = torch.randn(12) * 0.1
+    adapter = LayerAdapter("full", {"diff": torch.zeros(12, 10), "diff_b": diff_b})
+    patcher = Patcher(strategy)
+    assert patcher.apply([ActiveLora(ResolvedLora("b", "/l/b.safetensors", {target: adapter}), 1.0, 0.6)]).ok
+    bias = net.lin_nb.bias
+    assert bias is not None and bias.dtype == torch.float16 and bias.device == net.lin_nb.weight.device
+    assert torch.equal(bias.detach(), (0.6 * diff_b).to(torch.float16))
+    net.lin_nb(torch.randn(2, 10, dtype=torch.float16))
+    patcher.restore()
+    assert net.lin_nb.bias is None
