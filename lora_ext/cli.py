@@ -286,7 +286,8 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lora_ext", description="LoRA tags on diffusers pipelines."
+        prog="python -m lora_ext",
+        description="LoRA tags (<lora:NAME:W>) on diffusers pipelines. Start with: python -m lora_ext demo",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -302,12 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--home", default=".lora_ext_demo", help="where the demo LoRAs are written on first run"
         )
 
-    p = sub.add_parser("demo", help="main job on the embedded tiny model")
+    p = sub.add_parser(
+        "demo",
+        help="apply a demo LoRA from a prompt tag on the embedded tiny model, show coverage, restore, grid",
+    )
     common(p, model=False)
     p.add_argument("--lora", help="demo LoRA to apply (default: demo_style)")
-    p.add_argument("--weight", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=DEFAULT_OUT)
+    p.add_argument("--weight", type=float, default=1.0, help="weight in the tag (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the grid images (default 0)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for grid.png (default {DEFAULT_OUT})")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("app", help="standalone Gradio app on 127.0.0.1")

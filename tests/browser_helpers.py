@@ -45,7 +45,9 @@ def browser_page(width: int = 1280, height: int = 900) -> Iterator[object]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(
+                45_000
+            )  # generous for a loaded 2-core CI; passing runs never wait for it
             yield page
         finally:
             browser.close()
