@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 from test_patcher_models import D_MHA, tiny_net
+from torch import nn
 
 from lora_ext.adapters import ActiveLora, LayerAdapter, ResolvedLora, Target
 from lora_ext.patcher import Patcher
 from lora_ext.patching import compute
+from lora_ext.patching.backup import choose_strategy
 from tests import oracles
 
 torch.set_num_threads(1)
@@ -116,3 +118,12 @@ def test_created_bias_has_the_weight_dtype_on_a_half_precision_model(strategy):
     net.lin_nb(torch.randn(2, 10, dtype=torch.float16))
     patcher.restore()
     assert net.lin_nb.bias is None
+
+
+def test_auto_strategy_copies_parameters_off_the_cpu():
+    """ "auto" swaps only on CPU; a Parameter on any other device (``meta`` stands in for a GPU here, which this test
+    machine lacks) is patched in place with a CPU backup so that VRAM holds one version only. "swap" is honoured."""
+    on_device = nn.Parameter(torch.empty(4, 3, device="meta"))
+    assert choose_strategy(on_device, "auto") == "copy"
+    assert choose_strategy(on_device, "swap") == "swap"
+    assert choose_strategy(nn.Parameter(torch.empty(4, 3)), "auto") == "swap"
