@@ -178,6 +178,7 @@ def test_full_checkpoint_in_the_lora_folder_is_named_as_such(tmp_path, suffix):
     state = {
         "model.diffusion_model.input_blocks.0.0.weight": torch.ones(4, 4, 3, 3),
         "first_stage_model.decoder.conv_in.bias": torch.ones(4),
+        "alphas_cumprod": torch.ones(1000),  # real SD1 checkpoints hold the noise schedule
     }
     path = tmp_path / f"model{suffix}"
     if suffix == ".safetensors":
@@ -197,3 +198,33 @@ def test_file_shorter_than_the_length_field(tmp_path):
     path = tmp_path / "stub.safetensors"
     path.write_bytes(b"\x10\x00\x00")
     _assert_problem(read_lora_file(path), path, "only 3 bytes")
+
+
+@pytest.mark.parametrize("kind", ["sd1.safetensors", "sdxl.safetensors", "a1111.pt"])
+def test_textual_inversion_embedding_in_the_lora_folder_is_named_as_such(tmp_path, kind):
+    path = tmp_path / f"emb_{kind}"
+    if kind == "sd1.safetensors":
+        save_file({"emb_params": torch.ones(2, 768)}, str(path))
+    elif kind == "sdxl.safetensors":
+        save_file({"clip_l": torch.ones(2, 768), "clip_g": torch.ones(2, 1280)}, str(path))
+    else:  # the dict A1111's textual inversion training saves
+        torch.save(
+            {
+                "string_to_token": {"*": 265},
+                "string_to_param": {"*": torch.ones(2, 768)},
+                "name": "emb",
+                "step": 1000,
+                "sd_checkpoint": "abc",
+                "sd_checkpoint_name": "v1-5",
+            },
+            path,
+        )
+    _assert_problem(read_lora_file(path), path, "textual-inversion embedding", "embeddings folder")
+
+
+def test_lora_with_bundled_embeddings_is_still_a_lora(tmp_path):
+    path = str(tmp_path / "bundle.safetensors")
+    save_file(
+        {"lora_unet_x.lora_up.weight": torch.ones(2, 1), "bundle_emb.tok.clip_l": torch.ones(1, 768)}, path
+    )
+    assert isinstance(read_lora_file(path), LoraFile)

@@ -52,12 +52,9 @@ def _read_safetensors(path: str) -> LoraFile | Problem:
     header = read_safetensors_header(path)
     if isinstance(header, Problem):
         return header
-    if looks_like_checkpoint(header.tensors):
-        return Problem(
-            path,
-            "this is a full Stable Diffusion checkpoint (it contains the UNet/VAE weights themselves), not a LoRA; "
-            "move it to the checkpoint folder (models/Stable-diffusion).",
-        )
+    other_kind = _not_a_lora(path, header.entries)
+    if other_kind is not None:
+        return other_kind
     tensors = read_safetensors_tensors(header)
     if isinstance(tensors, Problem):
         return tensors
@@ -71,8 +68,14 @@ _CHECKPOINT_PREFIXES = (
     "conditioner.embedders.",
     "cond_stage_model.",
 )
-_ADAPTER_MARKERS = ("lora", "hada_", "lokr_", "oft_", "w_norm", "alpha", "dora")
-_ADAPTER_ENDINGS = (".diff", ".diff_b", ".on_input", ".oft_diag")
+#: Substrings of adapter keys that no model weight name contains (not "alpha": checkpoints hold ``alphas_cumprod``).
+_ADAPTER_MARKERS = ("lora", "hada_", "lokr_", "oft_", "w_norm", "dora")
+_ADAPTER_ENDINGS = (".alpha", ".diff", ".diff_b", ".on_input", ".oft_diag")
+
+#: Keys of a textual-inversion embedding (A1111 ``.pt``: ``string_to_param.*``; safetensors: ``emb_params`` for
+#: SD1/SD2, ``clip_l``/``clip_g`` for SDXL). A LoRA's bundled embeddings use ``bundle_emb.`` instead.
+_EMBEDDING_KEYS = ("emb_params", "clip_l", "clip_g")
+_EMBEDDING_EXTRAS = ("string_to_token.", "step", "name", "sd_checkpoint", "sd_checkpoint_name")
 
 
 def looks_like_checkpoint(keys) -> bool:
@@ -81,6 +84,31 @@ def looks_like_checkpoint(keys) -> bool:
     if not any(k.startswith(_CHECKPOINT_PREFIXES) for k in keys):
         return False
     return not any(k.endswith(_ADAPTER_ENDINGS) or any(m in k for m in _ADAPTER_MARKERS) for k in keys)
+
+
+def looks_like_embedding(keys) -> bool:
+    """True when ``keys`` are those of a textual-inversion embedding file (and nothing else)."""
+    keys = list(keys)
+    vectors = [k for k in keys if k in _EMBEDDING_KEYS or k.startswith("string_to_param.")]
+    others = [k for k in keys if k not in vectors and not k.startswith(_EMBEDDING_EXTRAS)]
+    return bool(vectors) and not others
+
+
+def _not_a_lora(path: str, keys) -> Problem | None:
+    """A Problem for files that are another kind of model (checkpoint, embedding), else None."""
+    if looks_like_checkpoint(keys):
+        return Problem(
+            path,
+            "this is a full Stable Diffusion checkpoint (it contains the UNet/VAE weights themselves), not a LoRA; "
+            "move it to the checkpoint folder (models/Stable-diffusion).",
+        )
+    if looks_like_embedding(keys):
+        return Problem(
+            path,
+            "this is a textual-inversion embedding, not a LoRA; move it to the embeddings folder and use its "
+            "name in the prompt.",
+        )
+    return None
 
 
 def _read_pickle(path: str) -> LoraFile | Problem:
@@ -124,12 +152,9 @@ def _read_pickle(path: str) -> LoraFile | Problem:
         return Problem(
             path, "the file holds no tensors, so it is not a LoRA; remove it from the LoRA folder."
         )
-    if looks_like_checkpoint(tensors):
-        return Problem(
-            path,
-            "this is a full Stable Diffusion checkpoint, not a LoRA; move it to the checkpoint folder "
-            "(models/Stable-diffusion).",
-        )
+    other_kind = _not_a_lora(path, tensors)
+    if other_kind is not None:
+        return other_kind
     if mapped:
         tensors = {key: _private(tensor) for key, tensor in tensors.items()}
     return LoraFile(path=path, tensors=tensors, metadata={})
