@@ -52,6 +52,25 @@ def test_nan_and_inf_tensors_refuse_the_file(tmp_path):
         assert result.report.verdict == "refused"
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2, torch.bfloat16, torch.float16])
+def test_low_precision_files_resolve_and_their_nans_refuse(tmp_path, dtype):
+    index = TargetIndex.build(sd1_parts())
+    good = {k: v.to(dtype) for k, v in good_tensors().items()}
+    path = str(tmp_path / "low.safetensors")
+    save_file(good, path)
+    result = resolve(read_lora_file(path), index, "low")
+    assert result.report.verdict == "ok"
+    (adapter,) = result.layers.values()
+    assert adapter.tensors["up"].dtype == dtype
+    bad = dict(good)
+    bad[f"{q_key()}.lora_up.weight"] = bad[f"{q_key()}.lora_up.weight"].float()
+    bad[f"{q_key()}.lora_up.weight"][0, 0] = float("nan")
+    bad[f"{q_key()}.lora_up.weight"] = bad[f"{q_key()}.lora_up.weight"].to(dtype)
+    save_file(bad, path)
+    result = resolve(read_lora_file(path), index, "low")
+    assert result.report.verdict == "refused" and "NaN or infinite" in errors(result)[0].message
+
+
 def test_unknown_key_set(tmp_path):
     path = str(tmp_path / "mystery.safetensors")
     save_file({"foo.bar.baz": torch.ones(2), "something_else": torch.ones(1)}, path)

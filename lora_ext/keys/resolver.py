@@ -222,7 +222,9 @@ def _non_finite(file: LoraFile) -> list[str]:
         acc = torch.float64 if tensor.dtype == torch.float64 else torch.float32
         if bool(torch.isfinite(tensor.sum(dtype=acc))):
             continue
-        if not bool(torch.isfinite(tensor).all()):
+        if not bool(
+            torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor).all()
+        ):  # fp8: no isfinite
             bad.append(key)
     return bad
 
