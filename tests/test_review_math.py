@@ -6,11 +6,13 @@ come from tests/oracles.py (float64, written independently of ``lora_ext.algorit
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lora_ext.adapters import LayerAdapter
 from lora_ext.algorithms import layer_delta
 from tests import oracles
+from tests.test_algo_cases import CASES
 
 torch.set_num_threads(1)
 
@@ -45,3 +47,17 @@ def test_delta_on_a_device_type_without_autocast():
     adapter = LayerAdapter("lora", {"up": torch.randn(8, 2), "down": torch.randn(2, 6)}, alpha=1.0)
     delta = layer_delta(adapter, torch.empty(8, 6, device="meta"), 1.0)
     assert delta.weight.device.type == "meta" and delta.weight.shape == (8, 6)
+
+
+@pytest.mark.parametrize("case", sorted(c for c in CASES if not c.startswith(("oft", "boft"))))
+def test_scale_part_replaces_the_family_scale_outside_the_oft_family(case):
+    """A1111 applies a module's ``scale`` tensor in ``finalize_updown`` for every family except OFT (FORMATS.md §10):
+    ΔW = m·scale·ΔW_raw whatever α says; bias deltas (``diff_b``, ``b_norm``) stay m·Δb_raw."""
+    adapter, w0, _ = CASES[case](seed=2)
+    unscaled = layer_delta(LayerAdapter(adapter.algo, adapter.tensors, alpha=None), w0, -0.7)
+    scaled = layer_delta(
+        LayerAdapter(adapter.algo, {**adapter.tensors, "scale": torch.tensor(0.3)}, adapter.alpha), w0, -0.7
+    )
+    assert rel_err(scaled.weight, 0.3 * unscaled.weight.double()) <= 1e-6
+    if unscaled.bias is not None:
+        assert torch.equal(scaled.bias, unscaled.bias)

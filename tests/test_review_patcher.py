@@ -127,3 +127,36 @@ def test_auto_strategy_copies_parameters_off_the_cpu():
     assert choose_strategy(on_device, "auto") == "copy"
     assert choose_strategy(on_device, "swap") == "swap"
     assert choose_strategy(nn.Parameter(torch.empty(4, 3)), "auto") == "swap"
+
+
+def test_changing_only_dyn_recomputes_the_layer():
+    """Switching a LoRA from full rank to ``dyn=1`` (same file, same multipliers) must change the weights to the
+    truncated update (FORMATS.md §9.2: first ranks kept, s = α/r_max), not keep the full-rank result."""
+    net = tiny_net()
+    w0 = net.lin.weight.detach().clone()
+    adapter = _plain(10, 12, 3, seed=6, alpha=1.5)
+    lora = ResolvedLora("dy", "/l/dy.safetensors", {Target("unet", "lin", "lin", module=net.lin): adapter})
+    patcher = Patcher("swap")
+    assert patcher.apply([ActiveLora(lora, 1.0, 0.9)]).ok
+    assert _close(net.lin.weight, _want(w0, adapter, 0.9, 0.5))
+    assert patcher.apply([ActiveLora(lora, 1.0, 0.9, dyn=1)]).changed
+    first_rank = LayerAdapter(
+        "lora", {"up": adapter.tensors["up"][:, :1], "down": adapter.tensors["down"][:1]}
+    )
+    assert _close(net.lin.weight, _want(w0, first_rank, 0.9, 0.5))
+
+
+def test_tucker_core_on_a_one_by_one_conv_is_not_dropped():
+    """A Tucker LoCon whose core is 1×1 (``mid`` ``[r, r, 1, 1]``) has factors shaped like plain LoCon ones; the
+    patcher's plain-product shortcut must not take it and lose the core (FORMATS.md §9.1)."""
+    net = tiny_net()
+    w0 = net.conv1.weight.detach().clone()  # [4, 6, 1, 1]
+    g = torch.Generator().manual_seed(7)
+    up, mid, down = (torch.randn(*s, generator=g) * 0.3 for s in ((4, 2, 1, 1), (2, 2, 1, 1), (2, 6, 1, 1)))
+    adapter = LayerAdapter("lora", {"up": up, "mid": mid, "down": down}, alpha=1.0)
+    lora = ResolvedLora(
+        "tk", "/l/tk.safetensors", {Target("unet", "conv1", "conv1", module=net.conv1): adapter}
+    )
+    assert Patcher("swap").apply([ActiveLora(lora, 1.0, -0.6)]).ok
+    want = w0.double() + oracles.lora(up, down, 1.0, -0.6, w0.shape, mid=mid)
+    assert _close(net.conv1.weight, want)
