@@ -26,7 +26,8 @@ def cayley_minus_identity(blocks: torch.Tensor, constraint: float) -> torch.Tens
         # min(1, c/‖Q‖) as a tensor: no host sync on accelerators; a factor of exactly 1 leaves Q bit-identical.
         q = q * torch.clamp(constraint / torch.linalg.vector_norm(q), max=1.0)
     eye = torch.eye(blocks.shape[-1], dtype=blocks.dtype, device=blocks.device)
-    return 2 * q @ torch.linalg.inv(eye - q)
+    # I − Q is invertible for skew-symmetric Q; inv_ex skips the error check, which would sync with the device.
+    return 2 * q @ torch.linalg.inv_ex(eye - q).inverse
 
 
 def constraint_of(adapter: LayerAdapter, out: int) -> float:
