@@ -228,3 +228,24 @@ def test_lora_with_bundled_embeddings_is_still_a_lora(tmp_path):
         {"lora_unet_x.lora_up.weight": torch.ones(2, 1), "bundle_emb.tok.clip_l": torch.ones(1, 768)}, path
     )
     assert isinstance(read_lora_file(path), LoraFile)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_unreadable_file_says_check_permissions(tmp_path, suffix, monkeypatch):
+    path = tmp_path / f"locked{suffix}"
+    if suffix == ".safetensors":
+        good = good_file(tmp_path)
+        os.replace(good, path)
+    else:
+        torch.save({"lora_unet_x.lora_up.weight": torch.ones(2, 1)}, path)
+    import builtins
+
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):  # root ignores file modes; refuse this one file like a permission error
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    _assert_problem(read_lora_file(path), path, "permission denied", "permissions")

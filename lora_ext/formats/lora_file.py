@@ -124,6 +124,10 @@ def _read_pickle(path: str) -> LoraFile | Problem:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notices of the weights-only unpickler
             data = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+    except PermissionError as err:
+        return Problem(
+            path, f"cannot open this file ({err.strerror or err}); check its permissions, then retry."
+        )
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "weights_only" in str(err) or "Unsupported global" in str(err) or "GLOBAL" in str(err):
