@@ -249,3 +249,25 @@ def test_unreadable_file_says_check_permissions(tmp_path, suffix, monkeypatch):
 
     monkeypatch.setattr(builtins, "open", deny)
     _assert_problem(read_lora_file(path), path, "permission denied", "permissions")
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_pickle_renamed_to_safetensors_is_named_as_such(tmp_path, zip_format):
+    path = tmp_path / "renamed.safetensors"
+    torch.save(
+        {"lora_unet_x.lora_up.weight": torch.ones(2, 1)}, path, _use_new_zipfile_serialization=zip_format
+    )
+    _assert_problem(read_lora_file(path), path, "pytorch pickle", "rename it to .pt")
+
+
+def test_header_length_starting_like_a_pickle_is_still_read(tmp_path):
+    entries = {"lora_unet_x.lora_up.weight": {"dtype": "F32", "shape": [2, 1], "data_offsets": [0, 8]}}
+    header = json.dumps(entries).encode().ljust(640)  # length 640 = bytes 0x80 0x02, like a pickle's start
+    path = write_raw(tmp_path / "h640.safetensors", header, struct.pack("<2f", 1.0, 2.0))
+    with open(path, "rb") as handle:
+        assert handle.read(2) == b"\x80\x02"
+    loaded = read_lora_file(path)
+    assert isinstance(loaded, LoraFile) and loaded.tensors["lora_unet_x.lora_up.weight"].tolist() == [
+        [1.0],
+        [2.0],
+    ]

@@ -41,6 +41,9 @@ DTYPE_SIZES = {
     "F64": 8,
 }
 
+#: First bytes of PyTorch files (zip archive since torch 1.6, plain pickle before), renamed to .safetensors by users.
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
 #: Start of the message when the file could not be opened or read at all (permissions, I/O): a failure that may be
 #: temporary, unlike a damaged file. ``is_unreadable`` tests for it.
 _UNREADABLE = "cannot open this file"
@@ -100,7 +103,14 @@ def read_safetensors_header(
             size = os.fstat(handle.fileno()).st_size if file_size is None else file_size
             if size < 8:
                 return _damaged(path, "the file is empty" if size == 0 else f"the file has only {size} bytes")
-            (n,) = struct.unpack("<Q", handle.read(8))
+            prefix = handle.read(8)
+            (n,) = struct.unpack("<Q", prefix)
+            if n > size - 8 and prefix.startswith(_PICKLE_MAGIC):  # only then: b"\x80\x02" may start a length
+                return Problem(
+                    path,
+                    "this file is a PyTorch pickle named .safetensors; rename it to .pt (it is then read safely, "
+                    "weights only) or get the real .safetensors version.",
+                )
             if n > size - 8:
                 return _damaged(
                     path,
