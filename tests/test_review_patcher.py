@@ -160,3 +160,23 @@ def test_tucker_core_on_a_one_by_one_conv_is_not_dropped():
     assert Patcher("swap").apply([ActiveLora(lora, 1.0, -0.6)]).ok
     want = w0.double() + oracles.lora(up, down, 1.0, -0.6, w0.shape, mid=mid)
     assert _close(net.conv1.weight, want)
+
+
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+def test_the_same_request_after_restore_patches_again(strategy):
+    """``restore()`` then the identical request: the model must hold the LoRA again (the "unchanged request" shortcut
+    must not survive a restore)."""
+    net = tiny_net()
+    w0 = net.lin.weight.detach().clone()
+    adapter = _plain(10, 12, 2, seed=8)
+    lora = ResolvedLora(
+        "again", "/l/again.safetensors", {Target("unet", "lin", "lin", module=net.lin): adapter}
+    )
+    request = [ActiveLora(lora, 1.0, 0.5)]
+    patcher = Patcher(strategy)
+    assert patcher.apply(request).changed
+    patched = net.lin.weight.detach().clone()
+    assert patcher.restore() == [] and torch.equal(net.lin.weight, w0)
+    assert patcher.apply(request).changed and patcher.is_patched
+    assert torch.equal(net.lin.weight, patched)
+    assert _close(net.lin.weight, _want(w0, adapter, 0.5, 0.5))
