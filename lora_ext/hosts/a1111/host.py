@@ -155,7 +155,7 @@ class A1111Host:
             state.embeddings.clear()
             del self._states[sd_model]
         self._cond_signatures.clear()
-        self.loader.invalidate()
+        self.loader.forget_models()  # parsed files stay valid; resolutions hold the old modules
 
     # -- activation -----------------------------------------------------------------------------------------------
 
