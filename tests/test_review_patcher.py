@@ -180,3 +180,25 @@ def test_the_same_request_after_restore_patches_again(strategy):
     assert patcher.apply(request).changed and patcher.is_patched
     assert torch.equal(net.lin.weight, patched)
     assert _close(net.lin.weight, _want(w0, adapter, 0.5, 0.5))
+
+
+def test_targets_without_a_weight_are_reported_and_the_rest_applied():
+    """A layer whose module is gone (or has no such weight) is a warning naming the LoRA and the layer; the other
+    layers of the same LoRA are still applied."""
+    net = tiny_net()
+    w0 = net.lin.weight.detach().clone()
+    adapter = _plain(10, 12, 2, seed=9)
+    layers = {
+        Target("unet", "lin", "lin", module=net.lin): adapter,
+        Target("unet", "gone", "down_blocks.9.gone", module=None): _plain(10, 12, 2, seed=10),
+        Target("unet", "ln", "ln_as_linear", weight="no_such_weight", module=net.ln): _plain(
+            10, 12, 2, seed=11
+        ),
+    }
+    result = Patcher("swap").apply(
+        [ActiveLora(ResolvedLora("part", "/l/part.safetensors", layers), 1.0, 1.0)]
+    )
+    assert result.ok and result.changed
+    assert [(p.subject, p.severity) for p in result.problems] == [("part", "warning")]
+    assert "2 layer(s)" in result.problems[0].message and "down_blocks.9.gone" in result.problems[0].message
+    assert _close(net.lin.weight, _want(w0, adapter, 1.0, 0.5))
