@@ -1,7 +1,8 @@
-"""Review round: cases the mutation check (docs in the round-2 report) showed the earlier algorithm tests let through.
+"""Review round: cases the mutation check (listed in the round-2 review report) showed the algorithm tests let through.
 
-Each test pins one rule of FORMATS.md §9–§10 that a plausible wrong implementation would break; the expected values
-come from tests/oracles.py (float64, written independently of ``lora_ext.algorithms``).
+Each test pins one rule of FORMATS.md §9–§10 that a plausible wrong implementation would break. Expected values come
+from tests/oracles.py (float64, written independently of ``lora_ext.algorithms``), or, for the ``scale`` part, from the
+relation "ΔW with scale c = c · ΔW with α missing" across every family whose α missing case is oracle-tested.
 """
 
 from __future__ import annotations

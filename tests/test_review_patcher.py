@@ -1,7 +1,8 @@
 """Review round: patcher cases the mutation check showed the earlier patcher tests let through.
 
-Expected weights are written out in float64 from FORMATS.md §9.1 / §10 directly (W₀ + m·s·U·D), not taken from
-``layer_delta``, so the patcher's fast paths are checked against the formula itself.
+Expected weights are written out in float64 from FORMATS.md §9–§10 directly (W₀ + m·s·U·D here, tests/oracles.py for
+IA3, OFT and Tucker), never taken from ``layer_delta``, so the patcher's fast paths are checked against the formulas.
+Each test names the rule it pins; the mutants they kill are listed in the round-2 review report.
 """
 
 from __future__ import annotations
