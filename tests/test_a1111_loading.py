@@ -104,6 +104,21 @@ def test_in_memory_limit_setting_drives_the_loader_cache(booted):
     assert lora_host().loader.max_cached == 9
 
 
+def test_patch_strategy_setting_reaches_the_patcher(booted):
+    """Issue 3: the backup strategy is a setting (auto by default)."""
+    from modules import shared
+
+    booted.start()
+    booted.load_model("sd1")
+    host = lora_host()
+    assert host.patch_strategy == "auto"
+    state = host.state_for(shared.sd_model)
+    shared.opts.set("lora_ext_patch_strategy", "copy")
+    assert host.patch_strategy == "copy" and state.patcher.strategy == "copy"
+    shared.opts.set("lora_ext_patch_strategy", "nonsense")
+    assert host.patch_strategy == "auto"
+
+
 @pytest.mark.parametrize("booted", [True], indirect=True)
 def test_builtin_enabled_we_do_not_fight_for_the_tag(booted, capsys):
     from modules import extra_networks, shared, ui_extra_networks

@@ -114,6 +114,12 @@ class A1111Host:
 
     # -- per-model state ------------------------------------------------------------------------------------------
 
+    def set_patch_strategy(self, strategy: str) -> None:
+        """Backup strategy for patches from now on ("auto", "swap" or "copy"); tensors already patched keep theirs."""
+        self.patch_strategy = strategy
+        for state in self._states.values():
+            state.patcher.strategy = strategy
+
     def state_for(self, sd_model: Any) -> ModelState | None:
         state = self._states.get(sd_model)
         if state is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lora_ext.patcher import STRATEGIES
+
 SECTION = ("extra_networks", "Extra Networks")
 
 
@@ -58,6 +60,7 @@ def _builtin_options(host: Any) -> dict:
 
 
 def _our_options() -> dict:
+    import gradio as gr
     from modules import shared
 
     return {
@@ -66,6 +69,15 @@ def _our_options() -> dict:
         ),
         "lora_ext_coverage_in_infotext": shared.OptionInfo(
             True, "lora_ext: write coverage problems (unmatched keys, wrong model version) under the image"
+        ),
+        "lora_ext_patch_strategy": shared.OptionInfo(
+            "auto",
+            "lora_ext: how the original weights are kept while a LoRA is applied",
+            gr.Radio,
+            {"choices": list(STRATEGIES)},
+        ).info(
+            "auto = swap for weights in RAM, copy for weights in VRAM; swap = restore is instant, both versions stay "
+            "on the weight's device while patched; copy = patch in place, pristine copy in CPU RAM (saves VRAM)"
         ),
     }
 
@@ -106,3 +118,11 @@ def cache_size(host: Any) -> None:
     except (TypeError, ValueError):
         value = 0
     host.loader.max_cached = max(WORKING_SET, value)
+
+
+def patch_strategy(host: Any) -> None:
+    """``lora_ext_patch_strategy`` -> the strategy of every patcher (new backups use it; taken ones keep theirs)."""
+    from modules import shared
+
+    value = getattr(shared.opts, "lora_ext_patch_strategy", "auto")
+    host.set_patch_strategy(value if value in STRATEGIES else "auto")

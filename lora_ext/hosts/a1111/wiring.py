@@ -97,6 +97,7 @@ def setup() -> type:
         messages.console(builtin.DISABLE_HINT)
     else:
         shared.opts.onchange("lora_in_memory_limit", lambda: settings.cache_size(host))
+        shared.opts.onchange("lora_ext_patch_strategy", lambda: settings.patch_strategy(host))
         follow_option(shared.opts, "list_hidden_files", host.reset_library)
 
     def before_ui() -> None:
