@@ -153,3 +153,25 @@ def test_networks_load_networks_patches_through_lora_ext(webui, store):
     networks.load_networks([])
     assert same_state(state(webui.model), webui.original) == []
     assert networks.loaded_networks == []
+
+
+def test_extra_networks_page_with_an_embedded_cover_renders_and_serves_it(webui, store):
+    """The webui json.loads ``metadata["ssmd_cover_images"]`` (A1111_CONTRACT §4.2, §12): the page must hand it a
+    JSON string. A list made every Extra Networks page fail to refresh in the real webui."""
+    from modules import ui_extra_networks
+
+    install(store["covered"], webui.lora_dir, "covered")
+    lora_host().refresh()
+    page = next(p for p in ui_extra_networks.extra_pages if p.name == "lora")
+    page.refresh()
+    assert "data-name='covered'" in page.create_html("txt2img")
+    item = page.items["covered"]
+    assert item["preview"] == "./sd_extra_networks/cover-images?page=lora&item=covered"
+    assert isinstance(page.metadata["covered"]["ssmd_cover_images"], str)
+    image, mime = ui_extra_networks.fetch_cover_images("lora", "covered", 0)
+    assert image == COVER and mime == "image/png"
+    assert ui_extra_networks.fetch_cover_images("lora", "covered", 1) is None
+    assert json.loads(
+        ui_extra_networks.get_metadata("lora", "covered")["metadata"]
+    )  # covers stripped, rest kept
+    assert "ssmd_cover_images" not in ui_extra_networks.get_metadata("lora", "covered")["metadata"]

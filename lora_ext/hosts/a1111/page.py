@@ -8,6 +8,7 @@ creation and modification dates (not swapped); same-named files in different fol
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -116,7 +117,8 @@ def make_page(host: Any) -> Any:
             if entry.preview and not entry.preview.startswith(EMBEDDED_PREVIEW):
                 preview = self.link_preview(entry.preview)
             elif entry.cover_count:
-                metadata["ssmd_cover_images"] = _covers(entry.path)
+                # the webui json.loads this value (find_embedded_preview, /cover-images): a JSON string, not a list
+                metadata["ssmd_cover_images"] = json.dumps(_covers(entry.path))
                 preview = self.find_embedded_preview(path, name, metadata)
             return {
                 "name": name,
@@ -167,8 +169,6 @@ def _covers(path: str) -> list:
     except Exception:
         return []
     if isinstance(covers, str):
-        import json
-
         try:
             covers = json.loads(covers)
         except ValueError:

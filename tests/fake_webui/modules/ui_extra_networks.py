@@ -11,6 +11,10 @@ import html
 import json
 import os
 import urllib.parse
+from base64 import b64decode
+from io import BytesIO
+
+from PIL import Image
 
 from modules import errors, extra_networks, shared, util
 
@@ -57,6 +61,23 @@ def fetch_file(filename: str = ""):
             f"File cannot be fetched: {filename}. Extensions allowed: {allowed_preview_extensions()}."
         )
     return filename
+
+
+def fetch_cover_images(page: str = "", item: str = "", index: int = 0):
+    """§12 ``/sd_extra_networks/cover-images``: decodes entry ``index`` of the item's ``ssmd_cover_images`` (a JSON
+    string of base64 images) and returns ``(bytes, mime type)``; None where the real route answers 404."""
+    page = next(iter([x for x in extra_pages if x.name == page]), None)
+    metadata = None if page is None else page.metadata.get(item)
+    if metadata is None:
+        return None
+    covers = json.loads(metadata.get("ssmd_cover_images", "[]"))
+    image = covers[index] if index < len(covers) else None
+    if not image:
+        return None
+    with Image.open(BytesIO(b64decode(image))) as img:
+        buffer = BytesIO()
+        img.save(buffer, format=img.format)
+        return buffer.getvalue(), img.get_format_mimetype()
 
 
 def get_metadata(page: str = "", item: str = ""):
@@ -199,7 +220,8 @@ class ExtraNetworksPage:
         if (
             self.lister.exists(file)
             and "ssmd_cover_images" in metadata
-            and len(list(filter(None, metadata["ssmd_cover_images"]))) > 0
+            # the real page json.loads this value: it must be a JSON *string* (a list raises TypeError)
+            and len(list(filter(None, json.loads(metadata["ssmd_cover_images"])))) > 0
         ):
             return f"./sd_extra_networks/cover-images?page={self.extra_networks_tabname}&item={name}"
         return None
