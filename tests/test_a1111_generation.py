@@ -203,7 +203,7 @@ def test_interrupted_generation_ends_restored(webui, lora_store):
     assert same_state(state(model), original) == []
 
 
-@pytest.mark.parametrize("callback", ["script_unloaded", "before_reload"])
+@pytest.mark.parametrize("callback", ["script_unloaded", "app_reload"])
 def test_exception_then_unload_or_reload_restores(webui, lora_store, callback):
     from modules import script_callbacks
 
@@ -216,5 +216,5 @@ def test_exception_then_unload_or_reload_restores(webui, lora_store, callback):
     if callback == "script_unloaded":
         script_callbacks.script_unloaded_callback()
     else:
-        script_callbacks.before_reload_callback()
+        script_callbacks.app_reload_callback()  # what webui.py calls on a UI reload (on_before_reload callbacks)
     assert same_state(state(model), original) == []

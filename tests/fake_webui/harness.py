@@ -159,7 +159,7 @@ class Webui:
     def paste(self, infotext: str) -> dict:
         from modules import infotext_utils
 
-        return infotext_utils.parse_generation_parameters(infotext)
+        return infotext_utils.paste_infotext(infotext)
 
 
 _PRISTINE: dict[tuple[str, int], Any] = {}

@@ -1,7 +1,8 @@
 """Fake ``modules.infotext_utils`` (A1111_CONTRACT.md §11): quoting of values and the paste hook.
 
 ``parse_generation_parameters`` parses the last line the webui's way (``k: v`` pairs, values quoted when they
-contain ``,`` ``:`` or ``"``) and then calls ``script_callbacks.infotext_pasted_callback(x, res)``.
+contain ``,`` ``:`` or ``"``); ``paste_infotext`` is what the paste button and ``/sdapi/v1/png-info`` do with it:
+parse, then ``script_callbacks.infotext_pasted_callback(x, params)``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def create_infotext(prompt, negative_prompt, generation_params: dict) -> str:
 
 
 def parse_generation_parameters(x: str, skip_fields: list[str] | None = None):
+    """§11: parse only. The webui runs the ``infotext_pasted`` callbacks in its callers (the paste button's
+    ``paste_func`` and ``POST /sdapi/v1/png-info``), not here; see ``paste_infotext``."""
     if skip_fields is None:
         skip_fields = []
     res = {}
@@ -74,10 +77,17 @@ def parse_generation_parameters(x: str, skip_fields: list[str] | None = None):
                 res[k] = v
         except Exception:
             print(f'Error parsing "{k}: {v}"')
-    script_callbacks.infotext_pasted_callback(x, res)
     for key in skip_fields:
         res.pop(key, None)
     return res
+
+
+def paste_infotext(x: str) -> dict:
+    """What the paste button (``connect_paste.paste_func``) and ``/sdapi/v1/png-info`` do (§11): parse, then run the
+    ``infotext_pasted`` callbacks on the parsed params."""
+    params = parse_generation_parameters(x)
+    script_callbacks.infotext_pasted_callback(x, params)
+    return params
 
 
 #: Fields registered by other extensions' paste handlers (the AddNet extension registers "AddNet Module 1").

@@ -17,7 +17,6 @@ _CATEGORIES = (
     "callbacks_app_started",
     "callbacks_app_reload",
     "callbacks_model_loaded",
-    "callbacks_before_reload",
     "callbacks_ui_tabs",
     "callbacks_ui_train_tabs",
     "callbacks_ui_settings",
@@ -71,15 +70,13 @@ def app_started_callback(demo, app):
 
 
 def app_reload_callback():
+    """§2 UI reload (``webui.py`` calls it first): runs what ``on_before_reload`` registered (the real map key is
+    ``callbacks_on_reload``; there is no separate ``before_reload_callback``)."""
     _run("callbacks_on_reload")
 
 
 def model_loaded_callback(sd_model):
     _run("callbacks_model_loaded", sd_model)
-
-
-def before_reload_callback():
-    _run("callbacks_before_reload")
 
 
 def ui_tabs_callback():
@@ -115,7 +112,7 @@ def on_app_started(callback, *, name=None):
 
 
 def on_before_reload(callback, *, name=None):
-    _add_callback("callbacks_before_reload", callback, name=name)
+    _add_callback("callbacks_on_reload", callback, name=name)
 
 
 def on_model_loaded(callback, *, name=None):
