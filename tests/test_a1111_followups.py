@@ -175,3 +175,20 @@ def test_extra_networks_page_with_an_embedded_cover_renders_and_serves_it(webui,
         ui_extra_networks.get_metadata("lora", "covered")["metadata"]
     )  # covers stripped, rest kept
     assert "ssmd_cover_images" not in ui_extra_networks.get_metadata("lora", "covered")["metadata"]
+
+
+def test_tab_and_preview_route_follow_the_library_rebuilt_after_list_hidden_files(webui, store):
+    """Objects built once at startup (our tab, the preview route) must not keep the library of before the change."""
+    from modules import shared
+
+    from lora_ext.hosts.a1111.tab import tab_host
+
+    install(store["covered"], webui.lora_dir / ".private", "hidden_covered")
+    shared.opts.set("list_hidden_files", False)
+    th = tab_host(lora_host())
+    assert "hidden_covered" not in {e.name for e in th.library.entries()}
+    shared.opts.set("list_hidden_files", True)
+    assert "hidden_covered" in {e.name for e in th.library.entries()}
+    hidden = next(e for e in lora_host().library.entries() if e.name == "hidden_covered")
+    response = webui.client().get("/lora_ext/preview", params={"path": hidden.path})
+    assert response.status_code == 200 and response.content == COVER

@@ -37,9 +37,10 @@ def register_routes(host: Any, app: Any, builtin_is_active: bool) -> None:
             host.refresh()
             return None
 
+    from lora_ext.hosts.a1111.library import CurrentLibrary
     from lora_ext.ui.app import add_preview_route
 
-    add_preview_route(app, host.library)
+    add_preview_route(app, CurrentLibrary(host))
 
     @app.get("/lora_ext/v1/inspect")
     async def inspect(name: str):

@@ -25,3 +25,18 @@ class WebuiLibrary(LoraLibrary):
             for line in report.lines():
                 messages.console(line)
         return report
+
+
+class CurrentLibrary:
+    """The host's library of the moment, for routes and the tab that are built once at startup.
+
+    The host builds a new ``LoraLibrary`` when an option it was made with changes (``list_hidden_files``); objects
+    that keep a library reference for the life of the UI hold this forwarder instead, so they never keep serving
+    the old library.
+    """
+
+    def __init__(self, host: object) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._host.library, name)

@@ -27,6 +27,7 @@ def preview_url(entry: Any) -> str | None:
 def tab_host(host: Any) -> Any:
     from modules import shared
 
+    from lora_ext.hosts.a1111.library import CurrentLibrary
     from lora_ext.ui.tab import TabHost
 
     def coverage(entry: Any) -> str | None:
@@ -34,7 +35,7 @@ def tab_host(host: Any) -> Any:
         return report.get("summary") if isinstance(report, dict) else None
 
     return TabHost(
-        library=host.library,
+        library=CurrentLibrary(host),
         model_arch=lambda: model_architecture(shared.sd_model) if shared.sd_model is not None else None,
         default_multiplier=lambda: float(shared.opts.extra_networks_default_multiplier),
         preferred_name=lambda: (
