@@ -126,6 +126,7 @@ def test_builtin_enabled_we_do_not_fight_for_the_tag(booted, capsys):
     booted.start()
     out = capsys.readouterr().out
     assert out.count("built-in Lora extension is still enabled") == 1
+    assert "[lora_ext] The webui's built-in" in out  # one prefix, not "[lora_ext] lora_ext: …"
     assert type(extra_networks.extra_network_registry["lora"]).__name__ == "BuiltinLoraNetwork"
     assert type(extra_networks.extra_network_aliases["lyco"]).__name__ == "BuiltinLoraNetwork"
     assert [p.title for p in ui_extra_networks.extra_pages] == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 BUILTIN_DIR = "Lora"
 
 DISABLE_HINT = (
-    "lora_ext: the webui's built-in Lora extension is still enabled, so it handles <lora:…> tags and lora_ext stays "
+    "The webui's built-in Lora extension is still enabled, so it handles <lora:…> tags and lora_ext stays "
     "passive. Disable it in Extensions > Installed (untick 'Lora'), or use the button in the LoRA tab, then restart."
 )
 
