@@ -361,6 +361,11 @@ function loraExtSetupTab(root) {
         var t = e.target;
         var button = t.closest("button, .lora-ext-card");
         if (!button || !root.contains(button)) return;
+        // New data may have arrived since the last scan (it runs 50 ms after DOM changes): use it for this click.
+        if (loraExtReadData(tab)) {
+            loraExtRenderFolders(tab);
+            loraExtRender(tab);
+        }
         var cardEl = t.closest(".lora-ext-card");
         var card = cardEl ? tab.byName[cardEl.getAttribute("data-name")] : null;
         if (button.classList.contains("lora-ext-order")) {

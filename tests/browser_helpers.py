@@ -68,8 +68,7 @@ def serve_blocks(blocks, allowed_paths: list[str] | None = None, library=None) -
     library: when given, the app's card-preview route serves that library's previews (as ``launch_app`` does)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     port = free_port()
-    if not getattr(blocks, "enable_queue", False):  # build_app configures its own queue
-        blocks.queue()
+    blocks.queue()
     blocks.launch(
         server_name="127.0.0.1",
         server_port=port,
@@ -87,6 +86,9 @@ def serve_blocks(blocks, allowed_paths: list[str] | None = None, library=None) -
         _wait_for(url)
         yield url
     finally:
+        server = getattr(blocks, "server", None)
+        if server is not None:
+            server.force_exit = True  # do not wait for connections a closed browser left half-open
         blocks.close()
 
 

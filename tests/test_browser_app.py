@@ -199,8 +199,14 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         page.uncheck(".lora-ext-favonly")
 
         # inspector: metadata, coverage, tags; a clicked tag joins the activation text; save writes the sidecar
+        page.evaluate("() => window.scrollTo(0, 0)")
         page.click(".lora-ext-card[data-name='style'] .lora-ext-info")
         page.wait_for_selector("#lora_ext_insp_info .lora-ext-dstag[data-tag='mountain']")
+        # the inspector is brought into view (it sits below the grid)
+        page.wait_for_function(
+            "() => { const r = document.querySelector('#lora_ext_inspector').getBoundingClientRect();"
+            " return r.top >= 0 && r.top < window.innerHeight / 2; }"
+        )
         body = page.inner_text("#lora_ext_insp_info")
         assert "style.safetensors" in body and "matched" in body
         wait_value(page, "#lora_ext_insp_activation textarea", "inkwash style")

@@ -186,3 +186,27 @@ def test_browser_renders_one_page_and_pages_through(page):
     page.click(".lora-ext-folder[data-folder='']")
     page.select_option(".lora-ext-arch", "SDXL")
     assert page.evaluate(count) == 5
+
+
+def test_shadowed_card_inserts_nothing(page):
+    """A card whose file no tag name reaches (``tag_name`` null, see ui/cards.library_tag_name) leaves the prompt
+    alone; a normal card in the same page inserts its tag."""
+    result = page.evaluate(
+        """() => {
+            const holder = document.createElement('div');
+            holder.id = 'lora_ext_app_prompt';
+            holder.innerHTML = '<textarea></textarea>';
+            document.body.appendChild(holder);
+            const box = holder.querySelector('textarea');
+            box.value = 'a cat';
+            const tab = {data: {default_multiplier: 1}};
+            const card = {tag_name: null, weight: null, activation: 'trig', negative: ''};
+            loraExtApplyCard(tab, card);
+            const shadowed = box.value;
+            loraExtApplyCard(tab, Object.assign({}, card, {tag_name: 'x'}));
+            const normal = box.value;
+            holder.remove();
+            return [shadowed, normal];
+        }"""
+    )
+    assert result == ["a cat", "a cat <lora:x:1> trig"]

@@ -22,8 +22,6 @@ from lora_ext.ui.tab import TabHost, build_lora_tab
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP_PREFIX = "lora_ext_app"
-#: Gradio queue workers of the standalone app.
-QUEUE_WORKERS = 4
 HIDDEN_CSS = ".lora-ext-hidden { display: none !important; }\n"
 
 
@@ -153,8 +151,8 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
             settings["name"] = "filename" if choice == "Filename" else "alias"
             return tab.render()
 
-        multiplier.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
-        name_choice.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data])
+        multiplier.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data], queue=False)
+        name_choice.change(set_settings, inputs=[multiplier, name_choice], outputs=[tab.data], queue=False)
         # The info box is filled in a second step so only the gallery carries the progress bar.
         info_text = gr.State("")
         button.click(run, inputs=[prompt, negative, seed, steps], outputs=[gallery, info_text]).then(
@@ -165,12 +163,9 @@ def build_app(runtime: Runtime, prefix: str = "lora_ext", prompt_prefix: str = A
         )
         if _gradio_major() < 4:
             demo.load(None, None, None, _js=js)
-    # Several workers: Refresh, the inspector and favourites stay usable during a generation (generations still
-    # run one at a time: DiffusersHost holds a lock around each patched call).
-    if _gradio_major() < 4:
-        demo.queue(concurrency_count=QUEUE_WORKERS)
-    else:
-        demo.queue(default_concurrency_limit=QUEUE_WORKERS)
+    # One worker: events finish in the order they were sent. The tab's quick events (inspect, favourite, model
+    # check, card settings) bypass the queue, so they do not wait for a running generation.
+    demo.queue()
     return demo
 
 

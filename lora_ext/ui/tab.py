@@ -245,9 +245,9 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
         return data_now(), f"Preview written to {html.escape(target)}"
 
     refresh_button.click(refresh, outputs=[data, status])
-    sel_button.click(select, inputs=[sel_name], outputs=[info] + editor)
-    fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data, status])
-    sync_button.click(sync, inputs=[sync_name], outputs=[data])
+    sel_button.click(select, inputs=[sel_name], outputs=[info] + editor, queue=False)
+    fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data, status], queue=False)
+    sync_button.click(sync, inputs=[sync_name], outputs=[data], queue=False)
     save.click(save_meta, inputs=[sel_name] + editor, outputs=[data, insp_status])
     preview.click(replace_preview, inputs=[sel_name], outputs=[data, insp_status])
 
