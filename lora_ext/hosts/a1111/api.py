@@ -38,7 +38,7 @@ def register_routes(host: Any, app: Any, builtin_is_active: bool) -> None:
             return None
 
     from lora_ext.hosts.a1111.library import CurrentLibrary
-    from lora_ext.ui.app import add_preview_route
+    from lora_ext.ui.routes import add_preview_route
 
     add_preview_route(app, CurrentLibrary(host))
 
