@@ -7,115 +7,28 @@ The report is plain data: hosts print ``summary()`` / ``lines()`` to the console
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
+from lora_ext import architecture
 from lora_ext.errors import Problem
 
 _COMPONENT_LABELS = {"unet": "UNet", "te1": "TE1", "te2": "TE2"}
-
-#: ``modelspec.architecture`` prefixes -> architecture (FORMATS.md §4).
-_MODELSPEC = (
-    ("stable-diffusion-xl", "SDXL"),
-    ("stable-diffusion-v2", "SD2"),
-    ("stable-diffusion-v1", "SD1"),
-    ("stable-diffusion-v3", "SD3"),
-    ("stable-diffusion-3", "SD3"),
-    ("flux", "Flux"),
-)
-
-#: ``ss_base_model_version`` prefixes -> architecture (kohya).
-_SS_BASE = (("sdxl", "SDXL"), ("sd_v2", "SD2"), ("sd_v1", "SD1"), ("sd3", "SD3"), ("flux", "Flux"))
-
-#: SDXL-architecture families users know by their own names (USERS.md F6); Pony V7 is not SDXL.
-_SDXL_FAMILY_NAMES = ("pony", "illustrious", "noobai")
-
-#: Cross-attention key width (``attn2.to_k`` input) -> architecture.
-_CONTEXT_WIDTHS = {768: "SD1", 1024: "SD2", 2048: "SDXL"}
-
-#: Text-encoder width (q_proj input) of a file's only text encoder -> architecture (SDXL is caught by TE2 keys).
-_TE_WIDTHS = {768: "SD1", 1024: "SD2"}
-_TE1_MARKERS = ("lora_te_", "lora_te1_", "text_encoder.", "text_encoders.clip_l.", "text_encoders.clip_h.")
-_DOWN_PARTS = ("lora_down", "lora_A", "lora_linear_layer_down", "lora_down_weight")
-#: SD1/SD2 UNets have one transformer block per Transformer2D; a block index >= 1 means SDXL.
-_DEEP_TRANSFORMER = re.compile(r"transformer_blocks_([1-9]\d*)_")
-
-_TE2_MARKERS = ("lora_te2_", "text_encoder_2.", "text_encoders.clip_g.")
-_FLUX_MARKERS = ("double_blocks", "single_blocks", "single_transformer_blocks")
-_SD3_MARKERS = ("joint_blocks", "context_block", "transformer.transformer_blocks.")
 
 
 def detect_architecture(
     metadata: dict[str, str], shapes: dict[str, tuple[int, ...]]
 ) -> tuple[str, list[str]]:
-    """Guess the base architecture a LoRA was trained for.
+    """Guess the base architecture a LoRA was trained for, by the rules of ``lora_ext.architecture``.
 
     metadata: safetensors ``__metadata__``. shapes: file key -> tensor shape.
     Returns (one of "SD1", "SD2", "SDXL", "SD3", "Flux", "Unknown"; evidence sentences). Tensor shapes are physical
-    facts and win over metadata when both are conclusive and disagree.
+    facts and win over metadata when both are conclusive and disagree. The resolver refuses a file whose
+    architecture differs from the model's, so no guess may refuse: A1111's weak rule (any metadata -> SD1) is not
+    used here, and "Other" (metadata or keys naming an architecture we do not know) reads as "Unknown".
     """
-    evidence: list[str] = []
-    from_meta = "Unknown"
-    spec = metadata.get("modelspec.architecture", "").lower()
-    base = metadata.get("ss_base_model_version", "").lower()
-    for prefix, arch in _MODELSPEC:
-        if spec.startswith(prefix):
-            from_meta = arch
-            evidence.append(f"modelspec.architecture = {metadata['modelspec.architecture']}")
-            break
-    if from_meta == "Unknown":
-        for prefix, arch in _SS_BASE:
-            if base.startswith(prefix):
-                from_meta = arch
-                evidence.append(f"ss_base_model_version = {metadata['ss_base_model_version']}")
-                break
-    if from_meta == "Unknown" and metadata.get("ss_v2") == "True":
-        from_meta = "SD2"
-        evidence.append("ss_v2 = True")
-    if from_meta == "Unknown":
-        names = " ".join(
-            metadata.get(k, "") for k in ("ss_sd_model_name", "ss_output_name", "modelspec.title")
-        )
-        lowered = names.lower()
-        if any(n in lowered for n in _SDXL_FAMILY_NAMES) and "v7" not in lowered:
-            from_meta = "SDXL"
-            evidence.append(f"base model name {names.strip()!r} is an SDXL family")
-    from_shapes, shape_evidence = _architecture_from_shapes(shapes)
-    evidence.extend(shape_evidence)
-    if from_shapes != "Unknown":
-        return from_shapes, evidence
-    if from_meta == "Unknown" and metadata.get("ss_v2") == "False":
-        evidence.append("ss_v2 = False")
-        return "SD1", evidence
-    return from_meta, evidence
-
-
-def _architecture_from_shapes(shapes: dict[str, tuple[int, ...]]) -> tuple[str, list[str]]:
-    keys = list(shapes)
-    if any(k.startswith(_TE2_MARKERS) for k in keys):
-        return "SDXL", ["has keys for a second text encoder"]
-    if any(m in k for k in keys for m in _FLUX_MARKERS):
-        return "Flux", ["has Flux double/single-block keys"]
-    if any(m in k for k in keys for m in _SD3_MARKERS):
-        return "SD3", ["has SD3 joint-block keys"]
-    te_width = None
-    for key, shape in shapes.items():
-        low = key.replace(".", "_")
-        if len(shape) < 2 or not any(p in low for p in _DOWN_PARTS):
-            continue
-        if "attn2" in low and "to_k" in low:
-            arch = _CONTEXT_WIDTHS.get(shape[1])
-            if arch:
-                return arch, [f"cross-attention input width {shape[1]} ({key})"]
-        if te_width is None and "q_proj" in low and key.startswith(_TE1_MARKERS):
-            te_width = (shape[1], key)
-    for key in keys:
-        depth = _DEEP_TRANSFORMER.search(key.replace(".", "_"))
-        if depth and not key.startswith(_TE1_MARKERS):
-            return "SDXL", [f"transformer block {depth.group(1)} inside a UNet block ({key}): SDXL layout"]
-    if te_width is not None and te_width[0] in _TE_WIDTHS:
-        return _TE_WIDTHS[te_width[0]], [f"text-encoder width {te_width[0]} ({te_width[1]})"]
-    return "Unknown", []
+    found = architecture.detect(metadata, shapes, a1111_fallback=False)
+    arch = "Unknown" if found.arch == "Other" else found.arch
+    return arch, list(found.evidence)
 
 
 @dataclass

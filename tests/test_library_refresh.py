@@ -126,7 +126,7 @@ def test_cache_file_spares_reads_in_a_new_instance(tree, tmp_path):
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"\x00\xff garbage", b'{"version": 2, "files": [1, 2]}', b"[]"],
+    [b"", b"\x00\xff garbage", b'{"version": %d, "files": [1, 2]}' % CACHE_VERSION, b"[]"],
 )
 def test_garbage_cache_is_rebuilt(tmp_path, garbage):
     paths = build_tree(tmp_path)

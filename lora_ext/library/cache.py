@@ -19,7 +19,7 @@ from typing import Any
 
 from lora_ext.errors import Problem
 
-CACHE_VERSION = 2  # 2: architecture strengths reordered (keys before metadata)
+CACHE_VERSION = 3  # 2: architecture strengths reordered (keys before metadata); 3: rules shared with coverage
 DEFAULT_CACHE_NAME = ".lora_ext_cache.json"
 
 
