@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 from lora_ext.errors import Problem
+from lora_ext.library.atomic import write_text_atomic
 
 CACHE_VERSION = 3  # 2: architecture strengths reordered (keys before metadata); 3: rules shared with coverage
 DEFAULT_CACHE_NAME = ".lora_ext_cache.json"
@@ -70,17 +70,7 @@ def save_cache(
             parts.append(f"{json.dumps(key)}:{text}")
         body = f'{{"version":{CACHE_VERSION},"files":{{{",".join(parts)}}}}}'
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lora_ext_cache-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(body)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_text_atomic(path, body, prefix=".lora_ext_cache-", suffix=".tmp")
     except (OSError, TypeError, ValueError) as exc:
         return Problem(
             path, f"Cannot write the library cache ({exc}); scans will not be remembered.", "warning"

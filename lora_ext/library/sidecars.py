@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lora_ext.errors import Problem
 from lora_ext.library.arch import from_civitai_base_model
+from lora_ext.library.atomic import write_text_atomic
 from lora_ext.library.entry import CivitaiInfo
 
 #: Preview extensions in lookup order (A1111 ``find_preview``); the webui's samples format may be appended.
@@ -136,18 +136,7 @@ def find_preview(
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON (indent 4, UTF-8, like A1111) to ``path`` via a temporary file and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=4, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_text_atomic(path, json.dumps(data, indent=4, ensure_ascii=False), prefix=".tmp-", suffix=".json")
 
 
 def _load_json(path: str, read_text, problems: list[Problem], empty_ok: bool = False) -> Any:
