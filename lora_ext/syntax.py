@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from lora_ext.errors import Problem
 
@@ -177,35 +178,17 @@ def parse_args(
         return Problem(tag, "the tag has no LoRA name; write the name first, such as <lora:NAME:0.8>.")
     name = positional[0]
 
-    te = MISSING_WEIGHT
-    if len(positional) > 1:
-        te = _to_weight(positional[1])
-        if te is None:
-            return _bad_weight(tag, positional[1], "")
-    if "te" in named:
-        te = _to_weight(named["te"])
-        if te is None:
-            return _bad_weight(tag, named["te"], "the te= value ")
-
-    unet = te
-    if len(positional) > 2:
-        unet = _to_weight(positional[2])
-        if unet is None:
-            return _bad_weight(tag, positional[2], "the UNet weight (third argument) ")
-    if "unet" in named:
-        unet = _to_weight(named["unet"])
-        if unet is None:
-            return _bad_weight(tag, named["unet"], "the unet= value ")
-
-    dyn = None
-    if len(positional) > 3:
-        dyn = _to_rank(positional[3])
-        if dyn is None:
-            return _bad_rank(tag, positional[3])
-    if "dyn" in named:
-        dyn = _to_rank(named["dyn"])
-        if dyn is None:
-            return _bad_rank(tag, named["dyn"])
+    te = _argument(positional, 1, named, "te", MISSING_WEIGHT, _to_weight)
+    if isinstance(te, _Bad):
+        return _bad_weight(tag, te.raw, "the te= value " if te.named else "")
+    unet = _argument(positional, 2, named, "unet", te, _to_weight)
+    if isinstance(unet, _Bad):
+        return _bad_weight(
+            tag, unet.raw, "the unet= value " if unet.named else "the UNet weight (third argument) "
+        )
+    dyn = _argument(positional, 3, named, "dyn", None, _to_rank)
+    if isinstance(dyn, _Bad):
+        return _bad_rank(tag, dyn.raw)
 
     return LoraRequest(
         name=name,
@@ -302,6 +285,34 @@ def card_weight(preferred: object, default_multiplier: float) -> float:
     case A1111's "default multiplier" option (USERS C6, C7: preferred weight 0 means "use the default")."""
     weight = _to_weight(preferred)
     return float(default_multiplier) if weight is None or weight == 0 else weight
+
+
+class _Bad(NamedTuple):
+    """An argument its parser rejected: the raw value and whether it came as ``name=value``."""
+
+    raw: object
+    named: bool
+
+
+def _argument(
+    positional: Sequence[object],
+    index: int,
+    named: Mapping[str, object],
+    name: str,
+    default: Any,
+    parse: Callable[[object], Any],
+) -> Any:
+    """Argument ``index`` parsed by ``parse``, overridden by ``name=`` (A1111's order); ``default`` when neither
+    is given; ``_Bad`` for the first value ``parse`` rejects (returns None)."""
+    value = default
+    given = [(positional[index], False)] if len(positional) > index else []
+    if name in named:
+        given.append((named[name], True))
+    for raw, is_named in given:
+        value = parse(raw)
+        if value is None:
+            return _Bad(raw, is_named)
+    return value
 
 
 def _to_weight(value: object) -> float | None:

@@ -45,29 +45,30 @@ class AdapterConfig:
 def configs_from_metadata(metadata: dict[str, str]) -> dict[str, AdapterConfig]:
     """component -> AdapterConfig from ``lora_adapter_metadata`` and/or ``adapter_config.json`` (metadata keys)."""
     out: dict[str, AdapterConfig] = {}
-    raw = metadata.get("lora_adapter_metadata")
-    if raw:
-        try:
-            packed = json.loads(raw)
-        except ValueError:
-            packed = None
-        if isinstance(packed, dict):
-            for component, prefix in _METADATA_PREFIX.items():
-                fields = {k[len(prefix) + 1 :]: v for k, v in packed.items() if k.startswith(prefix + ".")}
-                config = _config(fields)
-                if config is not None:
-                    out[component] = config
-    raw = metadata.get("adapter_config.json")
-    if raw:
-        try:
-            fields = json.loads(raw)
-        except ValueError:
-            fields = None
-        config = _config(fields) if isinstance(fields, dict) else None
-        if config is not None:
-            for component in _METADATA_PREFIX:
-                out.setdefault(component, config)
+    packed = _json_object(metadata.get("lora_adapter_metadata"))
+    if packed is not None:
+        for component, prefix in _METADATA_PREFIX.items():
+            fields = {k[len(prefix) + 1 :]: v for k, v in packed.items() if k.startswith(prefix + ".")}
+            config = _config(fields)
+            if config is not None:
+                out[component] = config
+    fields = _json_object(metadata.get("adapter_config.json"))
+    config = _config(fields) if fields is not None else None
+    if config is not None:
+        for component in _METADATA_PREFIX:
+            out.setdefault(component, config)
     return out
+
+
+def _json_object(raw: str | None) -> dict | None:
+    """``raw`` parsed as a JSON object; None when it is empty, not JSON or not an object."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _config(fields: dict) -> AdapterConfig | None:
