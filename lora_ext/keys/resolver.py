@@ -101,14 +101,11 @@ def _drop_misfits(result: ResolvedLora, label: str, model_arch: str, file_arch: 
         )
         result.report.unmatched = list(result.unmatched)
         return True
-    result.problems.append(
-        Problem(
-            result.path,
-            f"{label}: {len(misfits)} of {total} layers have shapes that do not fit the loaded model and were "
-            "skipped; the rest was applied. Check that the LoRA was made for this base model.",
-            severity="warning",
-            details=tuple(misfits[:_EXAMPLES]),
-        )
+    _warn(
+        result,
+        misfits,
+        f"{label}: {len(misfits)} of {total} layers have shapes that do not fit the loaded model and were "
+        "skipped; the rest was applied. Check that the LoRA was made for this base model.",
     )
     return False
 
@@ -154,24 +151,18 @@ def _resolve_named(file: LoraFile, index: TargetIndex, result: ResolvedLora) -> 
 
     label = os.path.basename(file.path)
     if incomplete:
-        result.problems.append(
-            Problem(
-                file.path,
-                f"{label}: {len(incomplete)} module(s) lack the tensors their algorithm needs and were skipped; the "
-                "rest was applied. The file may be damaged or written by an unsupported tool.",
-                severity="warning",
-                details=tuple(incomplete[:_EXAMPLES]),
-            )
+        _warn(
+            result,
+            incomplete,
+            f"{label}: {len(incomplete)} module(s) lack the tensors their algorithm needs and were skipped; the "
+            "rest was applied. The file may be damaged or written by an unsupported tool.",
         )
     if zero_alpha:
-        result.problems.append(
-            Problem(
-                file.path,
-                f"{label}: {len(zero_alpha)} module(s) store alpha = 0; applied with scale 1 as the trainers do "
-                "(A1111 would apply nothing).",
-                severity="warning",
-                details=tuple(zero_alpha[:_EXAMPLES]),
-            )
+        _warn(
+            result,
+            zero_alpha,
+            f"{label}: {len(zero_alpha)} module(s) store alpha = 0; applied with scale 1 as the trainers do "
+            "(A1111 would apply nothing).",
         )
 
 
@@ -281,14 +272,11 @@ def _finish(result: ResolvedLora, report: CoverageReport, label: str) -> None:
         return
     if result.unmatched:
         report.verdict = "partial"
-        result.problems.append(
-            Problem(
-                result.path,
-                f"{label}: {len(result.unmatched)} of {report.keys_total} keys match no layer of the loaded model "
-                "and were ignored; the LoRA may be for another model variant.",
-                severity="warning",
-                details=tuple(result.unmatched[:_EXAMPLES]),
-            )
+        _warn(
+            result,
+            result.unmatched,
+            f"{label}: {len(result.unmatched)} of {report.keys_total} keys match no layer of the loaded model "
+            "and were ignored; the LoRA may be for another model variant.",
         )
     else:
         report.verdict = "ok"
@@ -303,3 +291,10 @@ def file_has_keys(report: CoverageReport) -> bool:
 def _count_layers(layers: dict[Target, LayerAdapter]) -> dict[str, int]:
     counts = {c: sum(1 for t in layers if t.component == c) for c in ("unet", "te1", "te2")}
     return {c: n for c, n in counts.items() if n}
+
+
+def _warn(result: ResolvedLora, examples: list[str], message: str) -> None:
+    """Add a warning Problem on the file of ``result``; its details are the first ``examples``."""
+    result.problems.append(
+        Problem(result.path, message, severity="warning", details=tuple(examples[:_EXAMPLES]))
+    )
