@@ -124,7 +124,25 @@ def test_same_relpath_in_two_roots_prefers_first_root_and_reports(tmp_path):
     report = library.refresh()
     assert _path(library.resolve("same")) == str(tmp_path / "A" / "same.safetensors")
     assert any("several Lora folders" in line for line in report.duplicates)
+    assert any("<lora:B/same:…>" in line for line in report.duplicates)
     assert len(library.entries()) == 2
+
+
+def test_a_file_shadowed_by_an_earlier_root_resolves_by_root_qualified_name(tmp_path):
+    """Two roots with the same folder/name: the second file is reachable as ROOT/folder/name, and tag_name gives
+    that form, never a name resolving to the other root's file."""
+    write_lora(tmp_path / "Lora" / "sub" / "same.safetensors", seed=1)
+    write_lora(tmp_path / "LyCORIS" / "sub" / "same.safetensors", seed=2)
+    library = LoraLibrary([tmp_path / "Lora", tmp_path / "LyCORIS"], cache_path=False)
+    library.refresh()
+    first, second = sorted(library.entries(), key=lambda e: e.root)
+    assert _path(library.resolve("sub/same")) == first.path
+    assert _path(library.resolve("LyCORIS/sub/same")) == second.path
+    assert _path(library.resolve("Lora/sub/same")) == first.path
+    for entry in (first, second):
+        for prefer in ("alias", "filename"):
+            assert _path(library.resolve(library.tag_name(entry, prefer))) == entry.path
+    assert library.tag_name(second, "filename") == "LyCORIS/sub/same"
 
 
 def test_entries_are_in_natural_path_order(tmp_path):

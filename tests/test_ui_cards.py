@@ -126,11 +126,12 @@ def test_five_thousand_entries_produce_all_cards():
 
 def test_tag_names_come_from_the_library_and_resolve_to_the_card_file(tmp_path):
     """Two roots holding the same sub/x: every card's tag resolves (through the library) to that card's own file,
-    a file no name reaches is marked shadowed and inserts nothing, and the card keys stay unique."""
+    a file no name reaches is marked shadowed and inserts nothing, and the card keys stay unique. Both roots are
+    folders named ``loras`` here, so not even ``ROOT/folder/name`` reaches the second ``sub/z``."""
     from lora_ext.library import LoraLibrary
     from tests.test_ui_previews import write_lora
 
-    r1, r2 = tmp_path / "r1", tmp_path / "r2"
+    r1, r2 = tmp_path / "r1" / "loras", tmp_path / "r2" / "loras"
     for root in (r1, r2):
         (root / "sub").mkdir(parents=True)
     write_lora(r1 / "sub" / "x.safetensors")
@@ -152,8 +153,25 @@ def test_tag_names_come_from_the_library_and_resolve_to_the_card_file(tmp_path):
             if card["tag_name"] is not None:
                 assert library.resolve(card["tag_name"]).path == entry.path, (preferred, card["tag_name"])
         names = {
-            Path(e.root).name + ":" + c["name"]: c["tag_name"]
+            Path(e.root).parent.name + ":" + c["name"]: c["tag_name"]
             for c, e in zip(cards, library.entries(), strict=True)
         }
         assert names["r2:sub/x@2"] == "x_other"  # the file name "x" means r1's file: the alias is the way
         assert names["r2:solo"] == ("Solo Alias" if preferred == "alias" else "solo")
+
+
+def test_a_card_behind_an_earlier_root_gets_the_root_qualified_tag(tmp_path):
+    """Roots with different folder names: the second root's sub/z is reached as ``ROOT/sub/z``, not shadowed."""
+    from lora_ext.library import LoraLibrary
+    from tests.test_ui_previews import write_lora
+
+    r1, r2 = tmp_path / "Lora", tmp_path / "LyCORIS"
+    for root in (r1, r2):
+        (root / "sub").mkdir(parents=True)
+        write_lora(root / "sub" / "z.safetensors")
+    library = LoraLibrary([str(r1), str(r2)], cache_path=False)
+    library.refresh()
+    cards = card_data(library.entries(), preferred_name="filename", library=library)["cards"]
+    assert [c["tag_name"] for c in cards] == ["z", "LyCORIS/sub/z"]
+    for card, entry in zip(cards, library.entries(), strict=True):
+        assert library.resolve(card["tag_name"]).path == entry.path

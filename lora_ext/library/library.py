@@ -23,6 +23,7 @@ from lora_ext.library.entry import EMBEDDED_PREVIEW, Hashes, LoraEntry, RefreshR
 from lora_ext.library.filedata import COVER_KEY
 from lora_ext.library.hashstore import HashStore
 from lora_ext.library.indexer import Indexer, Snapshot
+from lora_ext.library.names import root_qualified
 from lora_ext.library.paths import safe_path
 from lora_ext.library.reads import ReadCounter
 from lora_ext.library.sidecars import write_json_atomic
@@ -155,14 +156,22 @@ class LoraLibrary:
 
     def tag_name(self, entry: LoraEntry, prefer: Literal["alias", "filename"] = "alias") -> str:
         """A name that resolves back to ``entry``: its alias (when preferred and unambiguous), else its file name,
-        else its ``folder/name`` (A1111's "refer to Lora by" setting, USERS S4-S6)."""
+        else its ``folder/name``, else ``ROOT/folder/name`` when an earlier root has the same ``folder/name``
+        (A1111's "refer to Lora by" setting, USERS S4-S6). Only when two roots with the same folder name share a
+        ``folder/name`` does no name reach the later file; then this returns its relpath, which names the earlier
+        one (callers check with ``resolve``; the LoRA tab marks such a card as shadowed)."""
         index = self._snapshot.index
         candidates = [entry.alias, entry.name] if prefer == "alias" else [entry.name]
         for candidate in candidates:
             found = index.lookup(candidate)
             if found.entry is not None and found.entry.path == entry.path and found.via in ("name", "alias"):
                 return candidate
-        return entry.relpath
+        found = index.lookup(entry.relpath)
+        if found.entry is not None and found.entry.path != entry.path:  # an earlier root has this folder/name
+            qualified = root_qualified(entry)
+            if getattr(index.lookup(qualified).entry, "path", None) == entry.path:
+                return qualified
+        return entry.relpath  # resolves to another file only when two roots share folder name and relpath
 
     def get(self, path: str) -> LoraEntry | None:
         """The current entry for an absolute file path, or None."""

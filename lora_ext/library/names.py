@@ -8,9 +8,11 @@ Lookup order (USERS S4-S6, S9; documented in ``LoraLibrary.resolve``):
    naming the others and the ``folder/name`` form to use;
 3. exact alias (``ss_output_name``). A bare filename always wins over a clashing alias (step 2 comes first), and an
    alias shared by several files resolves to nothing, with a message (S5);
-4. the same three with a trailing LoRA extension removed (``x.safetensors`` -> ``x``);
-5. the same three case-insensitively, with an info note;
-6. otherwise "Lora not found: x (did you mean y?)", suggestions from difflib over names, aliases and relpaths.
+4. ``ROOT/folder/name`` with ROOT the name of a library root folder (``LyCORIS/sub/x``): the only name of a file
+   whose ``folder/name`` also exists in an earlier root;
+5. the same four with a trailing LoRA extension removed (``x.safetensors`` -> ``x``);
+6. the first three case-insensitively, with an info note;
+7. otherwise "Lora not found: x (did you mean y?)", suggestions from difflib over names, aliases and relpaths.
 
 Names containing a ``..`` segment, an absolute path or a drive letter are refused before any lookup.
 """
@@ -18,6 +20,7 @@ Names containing a ``..`` segment, an absolute path or a drive letter are refuse
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 
@@ -50,6 +53,7 @@ class NameIndex:
         self.by_relpath: dict[str, LoraEntry] = {}
         self.by_name: dict[str, list[LoraEntry]] = {}
         self.by_alias: dict[str, list[LoraEntry]] = {}
+        self.by_rootpath: dict[str, LoraEntry] = {}
         self.duplicates: list[str] = []
         relpath_clash: dict[str, list[LoraEntry]] = {}
         for entry in entries:
@@ -57,6 +61,7 @@ class NameIndex:
                 relpath_clash.setdefault(entry.relpath, [self.by_relpath[entry.relpath]]).append(entry)
             else:
                 self.by_relpath[entry.relpath] = entry
+            self.by_rootpath.setdefault(root_qualified(entry), entry)
             self.by_name.setdefault(entry.name, []).append(entry)
             if entry.alias and entry.alias != entry.name:
                 self.by_alias.setdefault(entry.alias, []).append(entry)
@@ -73,8 +78,10 @@ class NameIndex:
     def _report(self, relpath_clash: dict[str, list[LoraEntry]]) -> None:
         for relpath, same in relpath_clash.items():
             paths = ", ".join(e.path for e in same)
+            others = ", ".join(f"<lora:{root_qualified(e)}:…>" for e in same[1:])
             self.duplicates.append(
-                f"'{relpath}' exists in several Lora folders ({paths}); '{relpath}' uses {same[0].path}."
+                f"'{relpath}' exists in several Lora folders ({paths}); '{relpath}' uses {same[0].path}. "
+                f"Write {others} for the other{'s' if len(same) > 2 else ''}."
             )
         for name, same in self.by_name.items():
             if len(same) > 1:
@@ -122,6 +129,9 @@ class NameIndex:
         same = self.by_alias.get(text)
         if same:
             return _alias_resolution(text, same, "alias")
+        entry = self.by_rootpath.get(text)
+        if entry is not None:
+            return Resolution(entry, (), "root")
         return None
 
     def _case_insensitive(self, text: str) -> Resolution | None:
@@ -179,6 +189,11 @@ class NameIndex:
             "error",
             tuple(close),
         )
+
+
+def root_qualified(entry: LoraEntry) -> str:
+    """``ROOT/folder/name``: the entry's relpath behind the name of its root folder (``LyCORIS/sub/x``)."""
+    return f"{os.path.basename(os.path.normpath(entry.root))}/{entry.relpath}"
 
 
 def _lower_map(items, single: bool = False) -> dict[str, list[LoraEntry]]:
