@@ -98,6 +98,23 @@ def test_unknown_name_is_a_problem_and_nothing_is_patched(sd1_pipe, lora_dir):
     assert image_bytes(gen.images) == image_bytes(plain.images)
 
 
+def test_a_library_never_scanned_or_missing_new_files_is_rescanned_once_on_a_miss(
+    sd1_pipe, lora_dir, tmp_path
+):
+    """The README's three lines (library, host, generate) work without an explicit refresh, and a file added after
+    the last scan is found, as in the webui (A1111_CONTRACT §10.2)."""
+    import shutil
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    host = DiffusersHost(sd1_pipe, LoraLibrary([str(folder)], cache_path=False))
+    assert host.lookup("style")[0] is None  # nothing there yet: still a clean "not found"
+    shutil.copy(lora_dir / "style.safetensors", folder / "style.safetensors")
+    gen = host.generate("a cat <lora:style:1>", generator=torch.Generator().manual_seed(0), **GEN)
+    assert [str(p) for p in gen.applied.problems if p.severity == "error"] == []
+    assert len(gen.applied.active) == 1
+
+
 class RiffusionLike:
     """A custom pipeline that keeps its parts under other names (only ``components`` says what they are)."""
 

@@ -133,8 +133,15 @@ class DiffusersHost:
         return self.parts.architecture
 
     def lookup(self, name: str) -> tuple[Any | None, list[Problem]]:
-        """Library entry for a tag name (or None) and the problems the lookup reported."""
+        """Library entry for a tag name (or None) and the problems the lookup reported.
+
+        A name not found triggers one rescan of the library and a retry (files added since the last scan, or a
+        library that was never scanned), as the webui does (A1111_CONTRACT §10.2).
+        """
         found = self.library.resolve(name)
+        if is_problem(found) and hasattr(self.library, "refresh"):
+            self.library.refresh()
+            found = self.library.resolve(name)
         if is_problem(found):
             return None, [found]
         if hasattr(found, "entry") and hasattr(found, "via"):  # a library Resolution
