@@ -5,8 +5,7 @@ compared with the engine applied directly."""
 from __future__ import annotations
 
 import pytest
-from fake_webui.harness import Webui, fake_modules
-from fake_webui.lora_fixtures import expected_state, install, same_state, state, write_lora
+from fake_webui.lora_fixtures import expected_state, same_state, sd1_webui, state, write_lora
 
 
 @pytest.fixture(scope="session")
@@ -21,16 +20,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def webui(tmp_path, store):
-    with fake_modules():
-        w = Webui(tmp_path).start()
-        w.model = w.load_model("sd1")
-        w.original = state(w.model)
-        for name in ("x", "y", "xl"):
-            install(store[name], w.lora_dir, name)
-        try:
-            yield w
-        finally:
-            w.stop()
+    with sd1_webui(tmp_path, {name: store[name] for name in ("x", "y", "xl")}) as w:
+        yield w
 
 
 def passes(webui, prompt, **kwargs) -> tuple[dict, dict, object]:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from fake_webui.harness import Webui, fake_modules, lora_host
-from fake_webui.lora_fixtures import expected_state, install, same_state, state, write_lora
+from fake_webui.lora_fixtures import expected_state, install, same_state, sd1_webui, state, write_lora
 from PIL import Image
 
 
@@ -39,16 +39,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def webui(tmp_path, store):
-    with fake_modules():
-        w = Webui(tmp_path).start()
-        w.model = w.load_model("sd1")
-        w.original = state(w.model)
-        install(store["x"], w.lora_dir, "x")
-        install(store["y"], w.lora_dir, "y")
-        try:
-            yield w
-        finally:
-            w.stop()
+    with sd1_webui(tmp_path, {"x": store["x"], "y": store["y"]}) as w:
+        yield w
 
 
 def test_library_cache_lives_in_the_webui_cache_folder(webui):

@@ -5,8 +5,8 @@ coverage messages. Weights during sampling are compared with the engine applied 
 from __future__ import annotations
 
 import pytest
-from fake_webui.harness import Webui, fake_modules, lora_host
-from fake_webui.lora_fixtures import expected_state, install, same_state, state, write_lora
+from fake_webui.harness import lora_host
+from fake_webui.lora_fixtures import expected_state, install, same_state, sd1_webui, state, write_lora
 from safetensors.torch import load_file, save_file
 
 
@@ -23,16 +23,8 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def webui(tmp_path, store):
-    with fake_modules():
-        w = Webui(tmp_path).start()
-        w.model = w.load_model("sd1")
-        w.original = state(w.model)
-        for name in ("x", "y"):
-            install(store[name], w.lora_dir, name)
-        try:
-            yield w
-        finally:
-            w.stop()
+    with sd1_webui(tmp_path, {name: store[name] for name in ("x", "y")}) as w:
+        yield w
 
 
 def sampled(webui, prompt, **kwargs):

@@ -8,7 +8,9 @@ sampling when the host works.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,24 @@ def install(src: Path, lora_dir: Path, name: str | None = None) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
     return dst
+
+
+@contextlib.contextmanager
+def sd1_webui(root: Path, loras: dict[str, Path]) -> Iterator[Any]:
+    """A started fake webui with a tiny SD1 model loaded (``.model``, its pristine ``.original`` state) and
+    ``loras`` (tag name -> written file) installed in ``models/Lora``; stopped afterwards."""
+    from fake_webui.harness import Webui, fake_modules
+
+    with fake_modules():
+        w = Webui(root).start()
+        w.model = w.load_model("sd1")
+        w.original = state(w.model)
+        for name, path in loras.items():
+            install(path, w.lora_dir, name)
+        try:
+            yield w
+        finally:
+            w.stop()
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
