@@ -3,8 +3,10 @@
 ``Patcher.apply(active)`` makes the model hold W₀ + Σ ΔWᵢ for the given active set, each tensor rounded once to its
 storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the weight's device, autocast off. Only tensors
 whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
-new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before. ``restore()`` puts back every original bit-exactly and frees all
-backups. An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
+new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before.
+On CPU the memory half of that work (copies of W₀ into new tensors or pristine backups) runs ahead of the arithmetic on
+a helper thread (``patching/staging.py``). ``restore()`` puts back every original bit-exactly and frees all backups.
+An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
 The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
 several threads (one lock serialises apply, restore and the checks).
@@ -13,6 +15,7 @@ several threads (one lock serialises apply, restore and the checks).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +26,9 @@ from lora_ext.adapters import ActiveLora
 from lora_ext.errors import Problem
 from lora_ext.patching.backup import TensorBackup, choose_strategy
 from lora_ext.patching.compute import SlotResult, compute_slot
+from lora_ext.patching.memory import release_freed_memory
 from lora_ext.patching.plan import Contribution, Slot, build_plan
+from lora_ext.patching.staging import Stager
 
 STRATEGIES = ("auto", "swap", "copy")
 
@@ -59,6 +64,22 @@ class _Applied:
     backups: list[TensorBackup]
 
 
+@dataclass
+class _Prepared:
+    """A slot ready to be computed: its weight backup and a destination that holds exactly W₀ once ``copies`` ran.
+
+    dest: the Parameter's data (copy strategy), a new tensor to install (swap), or the tensor installed last time
+        (``reused``: a switch).
+    copies: (destination, source) pairs still to copy: W₀ into the new tensor or back into the reused one, or into the
+        copy strategy's pristine backup. Memory-bound; ``Patcher._fill`` runs them, on the stager's helper thread.
+    """
+
+    backup: TensorBackup
+    dest: torch.Tensor
+    reused: bool
+    copies: list[tuple[torch.Tensor, torch.Tensor]]
+
+
 @contextlib.contextmanager
 def _math_mode(devices: set[torch.device]) -> Iterator[None]:
     """No autograd, no inference tensors, no autocast (A1111 calls activate inside CUDA autocast)."""
@@ -81,13 +102,16 @@ class Patcher:
     fuse: add the plain LoRA factors of one tensor as a single concatenated product ``[m₁s₁U₁|m₂s₂U₂]·[D₁;D₂]``
         instead of one ``addmm_`` per LoRA. None (default) fuses on accelerators only: on CPU the products are
         compute-bound and fusing measured 3–12 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
+    overlap: prepare CPU slots (new tensors, pristine copies) on a helper thread while earlier slots are computed.
+        None (default) overlaps when the machine has more than one core. Results are bit-identical either way.
     """
 
-    def __init__(self, strategy: str = "auto", fuse: bool | None = None) -> None:
+    def __init__(self, strategy: str = "auto", fuse: bool | None = None, overlap: bool | None = None) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
         self.strategy = strategy
         self.fuse = fuse
+        self.overlap = (os.cpu_count() or 1) > 1 if overlap is None else overlap
         self._applied: dict[int, _Applied] = {}
         # The last successfully applied request: (identity key, the entries themselves so the ids in the key stay
         # valid, the planning problems to report again). Lets an unchanged request skip planning entirely.
@@ -133,7 +157,8 @@ class Patcher:
             current: Slot | None = None
             skipped: dict[str, list[tuple[str, str]]] = {}
             try:
-                with _math_mode(_devices(slots.values())):
+                devices = _devices(slots.values())
+                with _math_mode(devices):
                     reuse: dict[int, TensorBackup] = {}
                     for key in stale:
                         backup = self._reusable(key, slots.get(key))
@@ -141,11 +166,17 @@ class Patcher:
                             problems.extend(self._restore_one(self._applied.pop(key)))
                         else:
                             reuse[key] = backup
-                    for key in fresh:
-                        current = slots[key]
-                        self._apply_one(key, current, skipped, reuse.get(key))
+                    with Stager(self.overlap, lambda: _math_mode(devices)) as stager:
+                        prepared = []
+                        for key in fresh:
+                            current = slots[key]
+                            ready = self._reserve(current, reuse.get(key))
+                            prepared.append(stager.submit(_on_cpu(current), _fill, ready))
+                        for key, take in zip(fresh, prepared, strict=True):
+                            current = slots[key]
+                            self._apply_one(key, current, skipped, take())
                     current = None
-                    _synchronize(_devices(slots.values()))
+                    _synchronize(devices)
             except Exception as exc:  # anything at all: the model must not stay half patched (USERS F8)
                 self._restore_all()
                 result.failed = True
@@ -156,15 +187,21 @@ class Patcher:
             result.patched = len(self._applied)
             return result
 
-    def restore(self, moved: bool = False) -> list[Problem]:
+    def restore(self, moved: bool = False, release_memory: bool = False) -> list[Problem]:
         """Restore every patched tensor bit-exactly and free all backups.
+
+        release_memory: also hand the freed CPU memory back to the OS (``patching/memory.py``); without it the
+        allocator keeps it for the next apply, which is then faster.
 
         Tensors that were replaced behind the patcher's back (see ``verify``) are left as they are and reported,
         unless ``moved``: the host knows they were only moved or re-wrapped (``module.to(device)`` in low-VRAM modes
         replaces ``.data`` with a copy of the patched values), so the pristine values are copied into them.
         """
         with self._lock:
-            return self._restore_all(moved)
+            problems = self._restore_all(moved)
+            if release_memory:
+                release_freed_memory()
+            return problems
 
     def drop_backups(self) -> None:
         """Forget all backups without restoring: the host reloaded weights into the same modules (checkpoint switch).
@@ -224,16 +261,29 @@ class Patcher:
         rec.backups[1:] = []
         return weight
 
-    def _apply_one(
-        self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]], reuse: TensorBackup | None
-    ) -> None:
+    def _reserve(self, slot: Slot, reuse: TensorBackup | None) -> _Prepared:
+        """Take the weight's backup and allocate the slot's destination, leaving the copies of W₀ to ``_fill``.
+
+        Runs on the caller's thread: memory allocated there comes from the allocator's main arena, which reuses it
+        from one apply to the next; allocated on a helper thread it went to a per-thread arena and was slower to get
+        and to free. The copies touch the pages, so the page faults are taken where they run.
+        """
         current = getattr(slot.module, slot.weight_attr).detach()
-        if reuse is None:
-            weight_backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy)
-            w0, out = current, (current if weight_backup.strategy == "copy" else None)
-        else:
-            weight_backup = reuse
-            w0, out = reuse.original, current
+        if reuse is not None:
+            # About to be overwritten: a failure from now on restores it unconditionally.
+            reuse.installed = None
+            return _Prepared(reuse, current, True, [(current, reuse.original)])
+        on_cpu = current.device.type == "cpu"
+        backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, fill=not on_cpu)
+        if backup.strategy == "copy":
+            return _Prepared(backup, current, False, [] if not on_cpu else [(backup.original, current)])
+        dest = torch.empty_like(current)
+        return _Prepared(backup, dest, False, [(dest, current)])
+
+    def _apply_one(
+        self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]], prepared: _Prepared
+    ) -> None:
+        weight_backup = prepared.backup
         weight_backup.installed = None  # being written: a failure now restores it unconditionally
         rec = _Applied(slot, slot.signature(), [weight_backup])
         # Registered before anything is written, so a failure below is undone by _restore_all.
@@ -241,20 +291,16 @@ class Patcher:
         bias = getattr(slot.module, slot.bias_attr, None)
         outcome: SlotResult = compute_slot(
             slot,
-            w0,
+            prepared.dest,
             None if bias is None else bias.detach(),
-            out,
-            out_holds_w0=reuse is None,
-            fuse=self.fuse if self.fuse is not None else current.device.type != "cpu",
+            fuse=self.fuse if self.fuse is not None else prepared.dest.device.type != "cpu",
         )
         for contribution, reason in outcome.skipped:
             skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))
-        if outcome.weight is not None:
-            weight_backup.install(outcome.weight)
-        elif outcome.weight_changed:
-            weight_backup.mark_installed()  # written in place
+        if outcome.weight_changed:
+            weight_backup.install(prepared.dest)
         else:  # only the bias changes, or every contribution was skipped
-            if reuse is not None:
+            if prepared.reused:
                 weight_backup.restore()
             rec.backups.remove(weight_backup)
         if outcome.bias is not None:
@@ -312,6 +358,19 @@ def _devices(slots) -> set[torch.device]:
         if isinstance(tensor, torch.Tensor):
             devices.add(tensor.device)
     return devices
+
+
+def _fill(prepared: _Prepared) -> _Prepared:
+    """Run a prepared slot's pending copies (may run on the stager's helper thread)."""
+    for dest, source in prepared.copies:
+        dest.copy_(source)
+    prepared.copies = []
+    return prepared
+
+
+def _on_cpu(slot: Slot) -> bool:
+    tensor = getattr(slot.module, slot.weight_attr, None)
+    return isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu"
 
 
 def _synchronize(devices: set[torch.device]) -> None:

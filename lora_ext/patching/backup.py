@@ -70,13 +70,22 @@ class TensorBackup:
     installed: tuple | None = None
 
     @classmethod
-    def take(cls, module: nn.Module, attr: str, setting: str) -> TensorBackup:
-        """Back up ``module.<attr>`` before it is changed (a None attribute is recorded as ``created``)."""
+    def take(cls, module: nn.Module, attr: str, setting: str, fill: bool = True) -> TensorBackup:
+        """Back up ``module.<attr>`` before it is changed (a None attribute is recorded as ``created``).
+
+        fill: False (CPU tensors only) allocates the copy strategy's pristine copy without writing it; the caller must
+        copy the current values into ``original`` before it changes anything.
+        """
         current = getattr(module, attr, None)
         if current is None:
             return cls(module, attr, "swap", None, created=True)
         strategy = choose_strategy(current, setting)
-        original = current.data if strategy == "swap" else _cpu_copy(current)
+        if strategy == "swap":
+            original = current.data
+        elif fill or current.device.type != "cpu":
+            original = _cpu_copy(current)
+        else:
+            original = torch.empty_like(current.detach())
         return cls(module, attr, strategy, original)
 
     def install(self, result: torch.Tensor) -> None:
@@ -85,9 +94,11 @@ class TensorBackup:
             setattr(self.module, self.attr, nn.Parameter(result, requires_grad=False))
         else:
             current = getattr(self.module, self.attr)
-            if self.strategy == "swap":
+            if result.data_ptr() == current.data_ptr():
+                pass  # written in place (copy strategy, or a swap tensor reused by a switch)
+            elif self.strategy == "swap":
                 current.data = result
-            elif result.data_ptr() != current.data_ptr():
+            else:
                 current.data.copy_(result)
         self.mark_installed()
 

@@ -3,8 +3,10 @@
 Every ΔWᵢ is computed against the pristine W₀ upcast to float32, on W₀'s device. Plain LoRA factors are added with
 ``addmm_`` (fused into one product when ``fuse``); every other adapter goes through ``layer_delta``. Summation order is
 the slot's contribution order (list-order independent), and the same in every strategy: W₀, then the plain products
-by row slice, then the other deltas. Nothing is rounded before the final cast. A low-precision CPU weight that only
-plain products touch is streamed through a small float32 block of rows instead (same sum, no full float32 copy).
+by row slice, then the other deltas. Nothing is rounded before the final cast. The result is always written into a
+destination that already holds W₀ (the Parameter itself, or the new tensor the swap strategy installs), so the products
+are added in place. A low-precision CPU weight that only plain products touch is streamed through a small float32
+block of rows instead (same sum, no full float32 copy).
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from lora_ext.patching.plan import Contribution, Slot
 
 @dataclass
 class SlotResult:
-    """What to install for one slot.
+    """What happened to one slot.
 
-    weight: the new weight in the storage dtype, or None when the weight is unchanged or was written in place.
-    weight_changed: the weight changes (``weight`` is set, or the sum was written in place).
+    weight_changed: the patched weight was written into the destination (False: every contribution changes only the
+        bias or was skipped, and the destination still holds W₀).
     bias: the new full-length bias in the storage dtype (created bias: the weight's dtype), or None.
     skipped: contributions whose shapes do not fit the layer, with the reason.
     """
 
-    weight: torch.Tensor | None = None
     weight_changed: bool = False
     bias: torch.Tensor | None = None
     skipped: list[tuple[Contribution, str]] = field(default_factory=list)
@@ -40,23 +41,16 @@ def _rows(contribution: Contribution, total: int) -> tuple[int, int]:
     return (0, total) if rows is None else (int(rows[0]), int(rows[1]))
 
 
-def compute_slot(
-    slot: Slot,
-    w0: torch.Tensor,
-    b0: torch.Tensor | None,
-    out: torch.Tensor | None = None,
-    out_holds_w0: bool = False,
-    fuse: bool = True,
-) -> SlotResult:
-    """Compute the patched tensors of ``slot``.
+def compute_slot(slot: Slot, dest: torch.Tensor, b0: torch.Tensor | None, fuse: bool = True) -> SlotResult:
+    """Write W₀ + Σ ΔWᵢ of ``slot`` into ``dest`` and compute its new bias.
 
-    w0, b0: the pristine weight and bias (any float dtype, on the weight's device; b0 None when the layer has none).
-    out: where to write the patched weight in place (the Parameter's storage: copy strategy, or the swap strategy's
-        own previously installed tensor when a set is switched); None returns a new tensor in ``SlotResult.weight``.
-        The caller restores ``out`` from its backup if anything raises.
-    out_holds_w0: ``out`` is ``w0`` itself (accumulate on top) rather than stale data (overwrite first).
+    dest: a tensor that holds exactly W₀ (any float dtype, on the weight's device): the Parameter's own data (copy
+        strategy), a new copy of W₀ (swap strategy), or the tensor installed last time with W₀ copied back into it (a
+        switch). W-dependent deltas are computed from it before it is written. The caller restores the model from
+        its backups if anything raises.
+    b0: the pristine bias (None when the layer has none).
     """
-    w, b = w0.detach(), None if b0 is None else b0.detach()
+    w, b = dest.detach(), None if b0 is None else b0.detach()
     total = w.shape[0]
     row_size = w[0].numel()
     ref_b = None if b is None else b.float()
@@ -72,11 +66,10 @@ def compute_slot(
         else:
             plain.setdefault((r0, r1), []).append(factors)
 
-    if _use_row_blocks(w, plain, general, out):
+    if _use_row_blocks(w, plain, general):
         group = plain[(0, total)]
-        target = _row_blocks(w, [fuse_factors(group)] if fuse else group, out)
+        _row_blocks(w, [fuse_factors(group)] if fuse else group)
         result.weight_changed = True
-        result.weight = target if out is None else None
         return result
 
     ref = w if w.dtype == torch.float32 else w.float()
@@ -111,14 +104,12 @@ def compute_slot(
             gen_b[r0:r1] += delta.bias.reshape(-1)
 
     if plain or gen_w is not None:
-        acc = _accumulate(ref, plain, out, out_holds_w0, fuse, ref_private=ref is not w)
+        acc = _accumulate(ref, plain, fuse)
         if gen_w is not None:
             acc.add_(gen_w)
         result.weight_changed = True
-        if out is None:
-            result.weight = acc if w.dtype == torch.float32 else acc.to(w.dtype)
-        elif acc.data_ptr() != out.data_ptr():
-            out.copy_(acc)  # the single rounding to the storage dtype
+        if acc.data_ptr() != w.data_ptr():
+            w.copy_(acc)  # the single rounding to the storage dtype
     if gen_b is not None:
         base = ref_b if ref_b is not None else ref.new_zeros(total)
         result.bias = (base + gen_b).to(w.dtype if b is None else b.dtype)
@@ -129,7 +120,7 @@ def compute_slot(
 BLOCK_BYTES = 1 << 20
 
 
-def _use_row_blocks(w: torch.Tensor, plain: dict, general: list, out: torch.Tensor | None) -> bool:
+def _use_row_blocks(w: torch.Tensor, plain: dict, general: list) -> bool:
     """A low-precision CPU weight with only whole-tensor plain products: stream it through a small float32 block
     instead of upcasting it whole (saves a full-size float32 temporary and two passes over memory)."""
     return (
@@ -138,65 +129,34 @@ def _use_row_blocks(w: torch.Tensor, plain: dict, general: list, out: torch.Tens
         and not general
         and set(plain) == {(0, w.shape[0])}
         and w.is_contiguous()
-        and (out is None or out.is_contiguous())
     )
 
 
-def _row_blocks(
-    w: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], out: torch.Tensor | None
-) -> torch.Tensor:
-    """(W₀ + Σ U·D) rounded once to ``w``'s dtype, computed block of rows by block of rows in float32.
-
-    Writes into ``out`` (which may be ``w`` itself: each block is read before it is written) or a new tensor.
-    """
+def _row_blocks(w: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Replace ``w`` (holding W₀) by W₀ + Σ U·D rounded once to its dtype, computed block of rows by block of rows in
+    float32 (each block is read before it is written)."""
     total = w.shape[0]
-    target = out if out is not None else torch.empty_like(w)
-    src, dst = w.view(total, -1), target.view(total, -1)
-    rows = max(1, BLOCK_BYTES // (4 * src.shape[1]))
-    scratch = torch.empty(min(rows, total), src.shape[1], dtype=torch.float32)
+    rows_view = w.view(total, -1)
+    rows = max(1, BLOCK_BYTES // (4 * rows_view.shape[1]))
+    scratch = torch.empty(min(rows, total), rows_view.shape[1], dtype=torch.float32)
     for start in range(0, total, rows):
         stop = min(total, start + rows)
         block = scratch[: stop - start]
-        block.copy_(src[start:stop])
+        block.copy_(rows_view[start:stop])
         for up, down in pairs:
             block.addmm_(up[start:stop], down)
-        dst[start:stop].copy_(block)
-    return target
+        rows_view[start:stop].copy_(block)
 
 
 def _accumulate(
-    ref: torch.Tensor,
-    plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]],
-    out: torch.Tensor | None,
-    out_holds_w0: bool,
-    fuse: bool,
-    ref_private: bool,
+    ref: torch.Tensor, plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]], fuse: bool
 ) -> torch.Tensor:
-    """W₀ (float32 ``ref``) plus every plain product, in a float32 buffer: ``out`` itself when it is float32 and
-    contiguous, else ``ref`` when it is a private upcast (``ref_private``), else a fresh tensor (``addmm`` writes W₀ + UD in one pass).
-    """
-    total = ref.shape[0]
-    acc: torch.Tensor | None = None
-    fresh = True  # acc does not hold W₀ yet
-    if out is not None and out.dtype == torch.float32 and out.is_contiguous():
-        acc, fresh = out, not out_holds_w0
-    elif ref_private:
-        acc, fresh = ref, False
+    """W₀ (float32 ``ref``) plus every plain product, added in place in a contiguous float32 buffer: ``ref`` itself
+    when it is contiguous (the destination, or the private float32 upcast of a low-precision one), else a contiguous
+    copy of it."""
+    acc = ref if ref.is_contiguous() else ref.clone(memory_format=torch.contiguous_format)
+    rows = acc.view(acc.shape[0], -1)
     for (r0, r1), group in sorted(plain.items()):
-        pairs = [fuse_factors(group)] if fuse else group
-        for up, down in pairs:
-            if fresh and (r0, r1) == (0, total):
-                flat = acc.view(total, -1) if acc is not None else None
-                result = torch.addmm(ref.reshape(total, -1), up, down, out=flat)
-                acc = acc if acc is not None else result.reshape(ref.shape)
-                fresh = False
-                continue
-            if fresh:
-                acc = ref.clone() if acc is None else acc.copy_(ref)
-                fresh = False
-            acc.view(total, -1)[r0:r1].addmm_(up, down)
-    if acc is None:
-        acc = ref.clone()
-    elif fresh:
-        acc.copy_(ref)
+        for up, down in [fuse_factors(group)] if fuse else group:
+            rows[r0:r1].addmm_(up, down)
     return acc
