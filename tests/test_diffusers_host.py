@@ -157,3 +157,26 @@ def test_other_families_patch_run_and_restore(family, make_pipeline, tmp_path):
     assert tagged.applied.active and not [p for p in tagged.applied.problems if p.severity == "error"]
     plain = host.generate("a cat", generator=torch.Generator().manual_seed(0), **GEN)
     assert image_bytes(tagged.images) != image_bytes(plain.images)
+
+
+def test_memory_is_kept_while_loras_are_used_and_given_back_by_a_call_without(
+    sd1_pipe, lora_dir, monkeypatch
+):
+    import lora_ext.patcher as patcher_module
+
+    calls: list[int] = []
+    monkeypatch.setattr(patcher_module, "release_freed_memory", lambda: calls.append(1) or True)
+    host = host_for(sd1_pipe, lora_dir)
+    with host.applied("a cat"):
+        pass
+    assert calls == []  # nothing was patched yet
+    for prompt in ("a cat <lora:style:1>", "a cat <lora:style:0.4>"):
+        with host.applied(prompt) as applied:
+            assert applied.active and host.patcher.is_patched
+    assert calls == [] and not host.patcher.is_patched
+    with host.applied("a cat"):
+        pass
+    assert calls == [1]
+    with host.applied("a dog"):
+        pass
+    assert calls == [1]

@@ -32,6 +32,7 @@ from lora_ext.hosts.a1111.model import parts_from_sd_model
 from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
+from lora_ext.patching.memory import release_freed_memory
 from lora_ext.syntax import LoraRequest, parse_args
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
@@ -43,11 +44,13 @@ class ModelState:
 
     parts: its targetable modules. patcher: the only owner of its backups.
     embeddings: names of bundled embeddings this host registered for the current set.
+    memory_pooled: a patch was made since freed memory was last given back to the OS (``release_freed_memory``).
     """
 
     parts: ModelParts
     patcher: Patcher
     embeddings: list[str] = field(default_factory=list)
+    memory_pooled: bool = False
 
 
 @dataclass
@@ -146,12 +149,25 @@ class A1111Host:
                 state.patcher.drop_backups()
         embeddings.unregister(state, sd_model)
 
-    def restore_all(self) -> None:
-        """End of generation, UI reload, script unload: no weight of any model stays patched."""
+    def restore_all(self, release_memory: bool = False) -> None:
+        """End of generation, UI reload, script unload: no weight of any model stays patched.
+
+        release_memory: also give the memory the patches used back to the OS (UI reload, script unload). At the end
+        of a generation it stays with the allocator for the next one; an activation without LoRAs gives it back.
+        """
         for sd_model in list(self._states.keys()):
             self.restore(sd_model)
+        if release_memory:
+            self._release_memory()
         self.last = Activation()
         self._run_hooks()
+
+    def _release_memory(self) -> None:
+        states = list(self._states.values())
+        if any(state.memory_pooled for state in states):
+            release_freed_memory()
+            for state in states:
+                state.memory_pooled = False
 
     def model_loaded(self, sd_model: Any) -> None:
         """``on_model_loaded``: new weights were loaded into these module objects; backups are stale."""
@@ -270,6 +286,10 @@ class A1111Host:
 
         started = time.perf_counter()
         result = state.patcher.apply(found.active)
+        if found.active:
+            state.memory_pooled = state.memory_pooled or result.changed
+        else:  # no LoRA in this generation: the memory earlier patches used is not needed now (USERS P5)
+            self._release_memory()
         if result.changed and activation.active:  # the one-time patch cost, visible in the console (USERS P1)
             names = ", ".join(req.name for req, _, _ in activation.active)
             messages.console(

@@ -88,7 +88,7 @@ def setup() -> type:
     from modules import script_callbacks, shared
 
     if current_host is not None:
-        current_host.restore_all()
+        current_host.restore_all(release_memory=True)
     host = A1111Host(make_library)
     current_host = host
     builtin_is_active = builtin.builtin_active()
@@ -112,12 +112,12 @@ def setup() -> type:
         compat.install(host)
 
     def script_unloaded() -> None:
-        host.restore_all()
+        host.restore_all(release_memory=True)
         compat.uninstall(host)
 
     script_callbacks.on_before_ui(before_ui, name="lora_ext")
     script_callbacks.on_model_loaded(host.model_loaded, name="lora_ext")
-    script_callbacks.on_before_reload(host.restore_all, name="lora_ext")
+    script_callbacks.on_before_reload(lambda: host.restore_all(release_memory=True), name="lora_ext")
     script_callbacks.on_script_unloaded(script_unloaded, name="lora_ext")
     if not builtin_is_active:  # the built-in remaps pasted hashes itself; twice would be wrong
         script_callbacks.on_infotext_pasted(
