@@ -4,9 +4,12 @@ Run: ``python -m bench apply [--repeats N] [--diffusers-repeats N] [--no-diffuse
 
 Model: a real diffusers SD1.5 UNet and CLIP text encoder with random weights (``bench.sd15_shapes``); LoRAs: three
 rank-32 kohya files (fp16, 37.9 MB each) over the 264 standard targets. Every figure is the median of ``--repeats``
-runs, in milliseconds. Floors, per dtype: M = one copy (clone) of exactly the touched tensors; G = an in-place
-``addmm_`` of every layer's float32 delta factors into a same-shaped float32 buffer (the arithmetic any patcher must
-do). Targets (issue 3, swap on CPU): apply ≤ 1.3·G, restore ≤ 10 ms, switch ≤ 1.3·2G, unchanged set ≤ 5 ms; copy:
+runs, in milliseconds. Floors, per dtype: M = one copy (clone) of exactly the touched tensors (M fresh: the same
+after freed memory went back to the OS, so page faults included); G = an in-place ``addmm_`` of every layer's float32
+delta factors into a same-shaped float32 buffer (the arithmetic any patcher must do). The patcher's helper thread is
+on (``Patcher(overlap=None)`` on a machine with two cores or more), so an apply uses a second core for its copies.
+RSS after restore is shown as the allocator leaves it (it keeps freed memory for the next apply) and after
+``restore(release_memory=True)``. Targets (issue 3, swap on CPU): apply ≤ 1.3·G, restore ≤ 10 ms, switch ≤ 1.3·2G, unchanged set ≤ 5 ms; copy:
 apply ≤ 1.3·(M + G), restore ≤ 1.2·M; ≥ 30× faster than diffusers load + fuse; RAM held after restore ≤ 1 MiB.
 """
 
@@ -94,12 +97,17 @@ def median_ms(fn: Callable[[], object], repeats: int, setup: Callable[[], object
     return result
 
 
-def floors(targets: dict, lora_file, repeats: int) -> tuple[float, float]:
-    """(M, G) in ms for the current dtype of the target weights."""
+def floors(targets: dict, lora_file, repeats: int) -> tuple[Ms, Ms, Ms]:
+    """(M, M fresh, G) in ms for the current dtype of the target weights.
+
+    M clones into memory the allocator kept from the previous repeat; M fresh first gives freed memory back to the OS
+    (``malloc_trim``), so the clone also pays the page faults, as an apply after ``release_memory`` does.
+    """
     from safetensors.torch import load_file
 
     weights = [m.weight.detach() for m in targets.values()]
     m_ms = median_ms(lambda: [w.clone() for w in weights], repeats)
+    m_fresh_ms = median_ms(lambda: [w.clone() for w in weights], repeats, trim)
     sd = load_file(str(lora_file))
     factors = []
     for key, module in targets.items():
@@ -115,7 +123,7 @@ def floors(targets: dict, lora_file, repeats: int) -> tuple[float, float]:
             buf.addmm_(up, down)
 
     g_ms = median_ms(addmm_all, repeats)
-    return m_ms, g_ms
+    return m_ms, m_fresh_ms, g_ms
 
 
 def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeats: int) -> dict[str, float]:
@@ -134,6 +142,10 @@ def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeat
     patcher.apply(set_a)  # warm-up (first-touch page faults, allocator)
     patcher.restore()
     out["apply"] = median_ms(lambda: patcher.apply(set_a), repeats, patcher.restore)
+    patcher.restore()
+    out["apply_released"] = median_ms(
+        lambda: patcher.apply(set_a), repeats, lambda: patcher.restore(release_memory=True)
+    )
     patcher.restore()
 
     def cold() -> None:
@@ -182,7 +194,9 @@ def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeat
         patcher.apply(set_a)
     out["peak_extra_MiB"] = peak.extra / MiB
     patcher.restore()
-    trim()
+    out["pooled_after_restore_MiB"] = max(0, rss() - before) / MiB
+    patcher.apply(set_a)
+    patcher.restore(release_memory=True)
     out["held_after_restore_MiB"] = max(0, rss() - before) / MiB
     out["held_by_patcher_after_restore_B"] = patcher.held_bytes()
     return out
@@ -217,13 +231,17 @@ def verdict(value: float, limit: float) -> str:
     return f"{'ok ' if value <= limit else 'MISS'} (≤ {limit:.1f})"
 
 
-def report(dtype: str, m_ms: Ms, g_ms: Ms, results: dict[str, dict], diffusers: tuple | None) -> None:
+def report(
+    dtype: str, m_ms: Ms, m_fresh_ms: Ms, g_ms: Ms, results: dict[str, dict], diffusers: tuple | None
+) -> None:
     print(
         f"\n== {dtype}: floors M = {m_ms:.1f} ms (fastest {m_ms.best:.0f}; clone of the touched tensors), "
+        f"M fresh = {m_fresh_ms:.1f} ms (fastest {m_fresh_ms.best:.0f}; the same into memory new from the OS), "
         f"G = {g_ms:.1f} ms (fastest {g_ms.best:.0f}; addmm_ of every delta into a float32 buffer)"
     )
     rows = [
         ("apply (parsed, cached)", "apply"),
+        ("  same, memory given back to the OS before", "apply_released"),
         ("apply (cold, page cache)", "apply_cold"),
         ("  of which parse + resolve (fresh loader)", "parse_resolve"),
         ("restore", "restore"),
@@ -233,14 +251,15 @@ def report(dtype: str, m_ms: Ms, g_ms: Ms, results: dict[str, dict], diffusers: 
         ("apply unchanged set", "unchanged"),
         ("peak extra RAM during apply, MiB", "peak_extra_MiB"),
         ("backups held while patched, MiB", "held_patched_MiB"),
-        ("RSS growth after restore, MiB", "held_after_restore_MiB"),
+        ("RSS growth after restore (allocator keeps), MiB", "pooled_after_restore_MiB"),
+        ("  same, restore(release_memory=True), MiB", "held_after_restore_MiB"),
         ("bytes the patcher holds after restore", "held_by_patcher_after_restore_B"),
     ]
     strategies = list(results)
-    print(f"{'ms: median of the repeats (fastest)':46s}" + "".join(f"{s:>18s}" for s in strategies))
+    print(f"{'ms: median of the repeats (fastest)':50s}" + "".join(f"{s:>18s}" for s in strategies))
     for label, key in rows:
         cells = [v.cell() if isinstance(v, Ms) else f"{v:.1f}" for v in (results[s][key] for s in strategies)]
-        print(f"{label:46s}" + "".join(f"{c:>18s}" for c in cells))
+        print(f"{label:50s}" + "".join(f"{c:>18s}" for c in cells))
     swap, copy = results.get("swap"), results.get("copy")
     print("targets:")
     if swap:
@@ -253,7 +272,8 @@ def report(dtype: str, m_ms: Ms, g_ms: Ms, results: dict[str, dict], diffusers: 
         print(f"  copy restore {copy['restore']:.1f} ms          {verdict(copy['restore'], 1.2 * m_ms)}")
     for s, r in results.items():
         print(
-            f"  {s} RAM after restore {r['held_after_restore_MiB']:.2f} MiB   {verdict(r['held_after_restore_MiB'], 1)}"
+            f"  {s} RAM after restore(release_memory=True) {r['held_after_restore_MiB']:.2f} MiB   "
+            f"{verdict(r['held_after_restore_MiB'], 1)}"
         )
     if diffusers:
         load, unload = diffusers
@@ -271,7 +291,7 @@ def report(dtype: str, m_ms: Ms, g_ms: Ms, results: dict[str, dict], diffusers: 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench apply", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--diffusers-repeats", type=int, default=5)
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--dtypes", default="fp32,fp16")
@@ -300,13 +320,13 @@ def main(argv: list[str]) -> int:
             dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
             unet.to(dtype)
             te.to(dtype)
-            m_ms, g_ms = floors(targets, paths[0], args.repeats)
+            m_ms, m_fresh_ms, g_ms = floors(targets, paths[0], args.repeats)
             results = {
                 s: bench_patcher(parts, targets, paths, s, args.repeats) for s in args.strategies.split(",")
             }
             diffusers = None
             if dtype == torch.float32 and not args.no_diffusers:
                 diffusers = bench_diffusers(unet, te, paths[0], args.diffusers_repeats)
-            report(dtype_name, m_ms, g_ms, results, diffusers)
+            report(dtype_name, m_ms, m_fresh_ms, g_ms, results, diffusers)
             sys.stdout.flush()
     return 0
