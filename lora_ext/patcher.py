@@ -112,6 +112,8 @@ class Patcher:
         self.strategy = strategy
         self.fuse = fuse
         self.overlap = (os.cpu_count() or 1) > 1 if overlap is None else overlap
+        # Tensors were made (and freed) since freed memory last went back to the OS: see ``release_memory``.
+        self._pooled = False
         self._applied: dict[int, _Applied] = {}
         # The last successfully applied request: (identity key, the entries themselves so the ids in the key stay
         # valid, the planning problems to report again). Lets an unchanged request skip planning entirely.
@@ -153,6 +155,7 @@ class Patcher:
                 self._last = (request, list(active), plan_problems)
                 return result
             result.changed = True
+            self._pooled = True
             result.visited = len(set(stale) | set(fresh))
             current: Slot | None = None
             skipped: dict[str, list[tuple[str, str]]] = {}
@@ -190,8 +193,8 @@ class Patcher:
     def restore(self, moved: bool = False, release_memory: bool = False) -> list[Problem]:
         """Restore every patched tensor bit-exactly and free all backups.
 
-        release_memory: also hand the freed CPU memory back to the OS (``patching/memory.py``); without it the
-        allocator keeps it for the next apply, which is then faster.
+        release_memory: also call ``release_memory()``; without it the allocator keeps the freed memory for the next
+        apply, which is then faster.
 
         Tensors that were replaced behind the patcher's back (see ``verify``) are left as they are and reported,
         unless ``moved``: the host knows they were only moved or re-wrapped (``module.to(device)`` in low-VRAM modes
@@ -200,8 +203,16 @@ class Patcher:
         with self._lock:
             problems = self._restore_all(moved)
             if release_memory:
-                release_freed_memory()
+                self.release_memory()
             return problems
+
+    def release_memory(self) -> None:
+        """Hand freed CPU memory back to the OS (``patching/memory.py``) if this patcher made tensors since the last
+        release. Hosts call it when LoRAs stop being used; call ``restore`` first to free the patch itself."""
+        with self._lock:
+            if self._pooled:
+                release_freed_memory()
+                self._pooled = False
 
     def drop_backups(self) -> None:
         """Forget all backups without restoring: the host reloaded weights into the same modules (checkpoint switch).

@@ -11,7 +11,6 @@ import torch
 from fake_webui.lora_fixtures import sd1_webui, write_lora
 from test_patcher_models import active, plain_lora, tiny_net
 
-import lora_ext.hosts.a1111.host as a1111_host
 import lora_ext.patcher as patcher_module
 from lora_ext.patcher import Patcher
 from lora_ext.patching.memory import release_freed_memory
@@ -66,7 +65,7 @@ def lora_file(tmp_path_factory):
 def test_a1111_keeps_memory_between_lora_generations_and_releases_it_after_one_without(
     tmp_path, lora_file, monkeypatch
 ):
-    calls = _counting(monkeypatch, a1111_host)
+    calls = _counting(monkeypatch, patcher_module)
     with sd1_webui(tmp_path, {"x": lora_file}) as w:
         w.txt2img("a photo")
         assert calls == []  # nothing was patched: nothing to give back

@@ -126,7 +126,6 @@ class DiffusersHost:
         self.patcher = patcher if patcher is not None else Patcher()
         # One patched call at a time: Gradio may run handlers in several threads.
         self._lock = threading.RLock()
-        self._memory_pooled = False  # a patch was made since freed memory was last given back to the OS
 
     @property
     def architecture(self) -> str:
@@ -183,14 +182,11 @@ class DiffusersHost:
                 if applied.active:
                     result = self.patcher.apply(applied.active)
                     applied.problems += list(getattr(result, "problems", ()))
-                    self._memory_pooled = True
                 yield applied
             finally:
                 # Freed memory stays with the allocator while LoRAs are in use (the next apply reuses it); a call
                 # without LoRAs gives it back to the OS (USERS P5).
-                self.patcher.restore(release_memory=self._memory_pooled and not applied.active)
-                if not applied.active:
-                    self._memory_pooled = False
+                self.patcher.restore(release_memory=not applied.active)
 
     def generate(self, prompt: str, **kwargs: Any) -> Generation:
         """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.

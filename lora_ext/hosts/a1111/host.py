@@ -32,7 +32,6 @@ from lora_ext.hosts.a1111.model import parts_from_sd_model
 from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
-from lora_ext.patching.memory import release_freed_memory
 from lora_ext.syntax import LoraRequest, parse_args
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
@@ -44,13 +43,11 @@ class ModelState:
 
     parts: its targetable modules. patcher: the only owner of its backups.
     embeddings: names of bundled embeddings this host registered for the current set.
-    memory_pooled: a patch was made since freed memory was last given back to the OS (``release_freed_memory``).
     """
 
     parts: ModelParts
     patcher: Patcher
     embeddings: list[str] = field(default_factory=list)
-    memory_pooled: bool = False
 
 
 @dataclass
@@ -163,11 +160,8 @@ class A1111Host:
         self._run_hooks()
 
     def _release_memory(self) -> None:
-        states = list(self._states.values())
-        if any(state.memory_pooled for state in states):
-            release_freed_memory()
-            for state in states:
-                state.memory_pooled = False
+        for state in list(self._states.values()):
+            state.patcher.release_memory()
 
     def model_loaded(self, sd_model: Any) -> None:
         """``on_model_loaded``: new weights were loaded into these module objects; backups are stale."""
@@ -286,9 +280,8 @@ class A1111Host:
 
         started = time.perf_counter()
         result = state.patcher.apply(found.active)
-        if found.active:
-            state.memory_pooled = state.memory_pooled or result.changed
-        else:  # no LoRA in this generation: the memory earlier patches used is not needed now (USERS P5)
+        # No LoRA in this generation: the memory earlier patches used is not needed now (USERS P5).
+        if not found.active:
             self._release_memory()
         if result.changed and activation.active:  # the one-time patch cost, visible in the console (USERS P1)
             names = ", ".join(req.name for req, _, _ in activation.active)
