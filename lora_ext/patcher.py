@@ -4,8 +4,9 @@
 storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the weight's device, autocast off. Only tensors
 whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
 new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before.
-On CPU the memory half of that work (copies of W₀ into new tensors or pristine backups) runs ahead of the arithmetic on
-a helper thread (``patching/staging.py``). ``restore()`` puts back every original bit-exactly and frees all backups.
+On CPU, when the products leave a core idle, a helper thread copies W₀ into new tensors or pristine backups ahead of the
+arithmetic and computes a share of the streamed low-precision slots whose destination the model does not see yet
+(``patching/staging.py``, ``_share_work``). ``restore()`` puts back every original bit-exactly and frees all backups.
 An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
 The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
@@ -25,7 +26,14 @@ import torch
 from lora_ext.adapters import ActiveLora
 from lora_ext.errors import Problem
 from lora_ext.patching.backup import TensorBackup, choose_strategy
-from lora_ext.patching.compute import SlotResult, compute_slot
+from lora_ext.patching.compute import (
+    SlotResult,
+    compute_slot,
+    scratch_elements,
+    stream_factors,
+    stream_rows,
+    streams_rows,
+)
 from lora_ext.patching.memory import release_freed_memory
 from lora_ext.patching.plan import Contribution, Slot, build_plan
 from lora_ext.patching.staging import Stager
@@ -66,18 +74,30 @@ class _Applied:
 
 @dataclass
 class _Prepared:
-    """A slot ready to be computed: its weight backup and a destination that holds exactly W₀ once ``copies`` ran.
+    """A slot ready to be computed: its weight backup and a destination that holds exactly W₀ once ``copies`` ran
+    (or that ``compute_slot`` fills from ``w0`` itself).
 
     dest: the Parameter's data (copy strategy), a new tensor to install (swap), or the tensor installed last time
         (``reused``: a switch).
     copies: (destination, source) pairs still to copy: W₀ into the new tensor or back into the reused one, or into the
         copy strategy's pristine backup. Memory-bound; ``Patcher._fill`` runs them, on the stager's helper thread.
+    w0: the pristine weight when ``dest`` gets W₀ inside ``compute_slot`` (a streamed slot, ``streams_rows``), else
+        None.
+    outcome: the slot's result when the helper thread computed it (``_stream``), else None.
     """
 
     backup: TensorBackup
     dest: torch.Tensor
     reused: bool
     copies: list[tuple[torch.Tensor, torch.Tensor]]
+    w0: torch.Tensor | None = None
+    outcome: SlotResult | None = None
+
+    @property
+    def hidden(self) -> bool:
+        """Writing ``dest`` is safe on another thread at any time: the model does not see it yet (a new swap tensor),
+        or the slot is registered to be restored unconditionally (a reused tensor)."""
+        return self.reused or self.backup.strategy == "swap"
 
 
 @contextlib.contextmanager
@@ -102,8 +122,11 @@ class Patcher:
     fuse: add the plain LoRA factors of one tensor as a single concatenated product ``[m₁s₁U₁|m₂s₂U₂]·[D₁;D₂]``
         instead of one ``addmm_`` per LoRA. None (default) fuses on accelerators only: on CPU the products are
         compute-bound and fusing measured 3–12 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
-    overlap: prepare CPU slots (new tensors, pristine copies) on a helper thread while earlier slots are computed.
-        None (default) overlaps when the machine has more than one core. Results are bit-identical either way.
+    overlap: use a helper thread for CPU slots: it prepares them (new tensors, pristine copies) while the caller
+        computes, and computes a balanced share of the streamed low-precision swap slots. None
+        (default) overlaps when the machine has more cores than torch's intra-op threads, so that a core is idle
+        while the products run; with as many threads as cores the kernels already use every core, and a helper thread
+        only competes with them (measured 1.5–3× slower, docs/PERFORMANCE.md). Results are bit-identical either way.
     """
 
     def __init__(self, strategy: str = "auto", fuse: bool | None = None, overlap: bool | None = None) -> None:
@@ -111,7 +134,7 @@ class Patcher:
             raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
         self.strategy = strategy
         self.fuse = fuse
-        self.overlap = (os.cpu_count() or 1) > 1 if overlap is None else overlap
+        self.overlap = overlap
         # Tensors were made (and freed) since freed memory last went back to the OS: see ``release_memory``.
         self._pooled = False
         self._applied: dict[int, _Applied] = {}
@@ -169,21 +192,43 @@ class Patcher:
                             problems.extend(self._restore_one(self._applied.pop(key)))
                         else:
                             reuse[key] = backup
-                    with Stager(self.overlap, lambda: _math_mode(devices)) as stager:
-                        prepared = []
+                    with Stager(self._overlaps(), lambda: _math_mode(devices)) as stager:
+                        jobs = []
                         for key in fresh:
                             current = slots[key]
-                            ready = self._reserve(current, reuse.get(key))
-                            prepared.append(stager.submit(_on_cpu(current), _fill, ready))
-                        for key, take in zip(fresh, prepared, strict=True):
+                            jobs.append((key, self._reserve(current, reuse.get(key))))
+                        current = None
+                        shared = _share_work(jobs, slots) if stager.threaded else set()
+                        # The helper runs every fill first, then its share of whole slots: the caller's slots are
+                        # never queued behind a whole computation.
+                        takes = {
+                            key: stager.submit(_on_cpu(slots[key]), _fill, ready)
+                            for key, ready in jobs
+                            if key not in shared
+                        }
+                        if shared:
+                            # Made on the caller's thread, so the helper allocates nothing (memory a thread
+                            # allocates stays in its own malloc arena, which malloc_trim does not empty).
+                            scratch = torch.empty(
+                                max(scratch_elements(p.dest) for k, p in jobs if k in shared)
+                            )
+                            for key, ready in jobs:
+                                if key in shared:
+                                    current = slots[key]
+                                    pairs = stream_factors(current, ready.dest, self._fuse(ready.dest))
+                                    takes[key] = stager.submit(True, _stream, ready, pairs, scratch)
+                        for key in sorted(takes, key=lambda k: k in shared):
                             current = slots[key]
-                            self._apply_one(key, current, skipped, take())
+                            self._apply_one(key, current, skipped, takes[key]())
                     current = None
                     _synchronize(devices)
             except Exception as exc:  # anything at all: the model must not stay half patched (USERS F8)
                 self._restore_all()
                 result.failed = True
                 result.problems.append(_failure_problem(current, exc))
+                # An exception from the helper thread is also held by its Future, which this frame holds: drop the
+                # traceback so that cycle does not keep this frame and its backups alive until the next gc.
+                exc.__traceback__ = None
             else:
                 self._last = (request, list(active), plan_problems)
             result.problems.extend(_skip_problems(skipped))
@@ -252,6 +297,14 @@ class Patcher:
 
     # -- internals --------------------------------------------------------------------------------------------------
 
+    def _overlaps(self) -> bool:
+        if self.overlap is not None:
+            return self.overlap
+        return (os.cpu_count() or 1) > torch.get_num_threads()
+
+    def _fuse(self, dest: torch.Tensor) -> bool:
+        return self.fuse if self.fuse is not None else dest.device.type != "cpu"
+
     def _reusable(self, key: int, slot: Slot | None) -> TensorBackup | None:
         """For a slot that stays patched with other contributions: its weight backup, when the new sum can be written
         straight over the tensor installed last time (no restore pass, no new allocation). Bias backups of the
@@ -283,13 +336,12 @@ class Patcher:
         if reuse is not None:
             # About to be overwritten: a failure from now on restores it unconditionally.
             reuse.installed = None
-            return _Prepared(reuse, current, True, [(current, reuse.original)])
+            return _swap_destination(slot, reuse, current, True)
         on_cpu = current.device.type == "cpu"
         backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, fill=not on_cpu)
         if backup.strategy == "copy":
             return _Prepared(backup, current, False, [] if not on_cpu else [(backup.original, current)])
-        dest = torch.empty_like(current)
-        return _Prepared(backup, dest, False, [(dest, current)])
+        return _swap_destination(slot, backup, torch.empty_like(current), False)
 
     def _apply_one(
         self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]], prepared: _Prepared
@@ -299,13 +351,9 @@ class Patcher:
         rec = _Applied(slot, slot.signature(), [weight_backup])
         # Registered before anything is written, so a failure below is undone by _restore_all.
         self._applied[key] = rec
-        bias = getattr(slot.module, slot.bias_attr, None)
-        outcome: SlotResult = compute_slot(
-            slot,
-            prepared.dest,
-            None if bias is None else bias.detach(),
-            fuse=self.fuse if self.fuse is not None else prepared.dest.device.type != "cpu",
-        )
+        outcome = prepared.outcome
+        if outcome is None:
+            outcome = compute_slot(slot, prepared.dest, _bias(slot), self._fuse(prepared.dest), prepared.w0)
         for contribution, reason in outcome.skipped:
             skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))
         if outcome.weight_changed:
@@ -371,12 +419,62 @@ def _devices(slots) -> set[torch.device]:
     return devices
 
 
+def _swap_destination(slot: Slot, backup: TensorBackup, dest: torch.Tensor, reused: bool) -> _Prepared:
+    """A swap slot writing ``dest`` (new, or installed last time): W₀ is copied into it first, unless the slot is
+    streamed, which reads W₀ straight from the backup."""
+    if streams_rows(slot, dest) and backup.original.is_contiguous():
+        return _Prepared(backup, dest, reused, [], w0=backup.original)
+    return _Prepared(backup, dest, reused, [(dest, backup.original)])
+
+
+def _bias(slot: Slot) -> torch.Tensor | None:
+    bias = getattr(slot.module, slot.bias_attr, None)
+    return None if bias is None else bias.detach()
+
+
 def _fill(prepared: _Prepared) -> _Prepared:
     """Run a prepared slot's pending copies (may run on the stager's helper thread)."""
     for dest, source in prepared.copies:
         dest.copy_(source)
     prepared.copies = []
     return prepared
+
+
+def _stream(
+    prepared: _Prepared, pairs: list[tuple[torch.Tensor, torch.Tensor]], scratch: torch.Tensor
+) -> _Prepared:
+    """Compute a streamed slot whose destination is ``hidden`` (on the stager's helper thread, which takes its turns
+    one at a time and so needs one scratch block for all of them); the caller installs the outcome."""
+    stream_rows(prepared.w0, prepared.dest, pairs, scratch)
+    prepared.outcome = SlotResult(weight_changed=True)
+    return prepared
+
+
+#: Relative cost per element on one core (docs/PERFORMANCE.md floors): a copy of W₀ (M), the products (G), and a
+#: streamed low-precision slot (products plus the conversion of each block to float32 and back).
+_COPY_COST, _PRODUCT_COST, _STREAM_COST = 0.85, 1.0, 1.5
+
+
+def _share_work(jobs: list[tuple[int, _Prepared]], slots: dict[int, Slot]) -> set[int]:
+    """The slots the helper thread computes whole, chosen so that both threads finish at about the same time.
+
+    Only streamed slots (low-precision CPU weights with plain factors, ``streams_rows``) whose destination is ``hidden``
+    qualify: they need no copy of W₀ first, and the caller can hand over everything they need, so the helper thread
+    allocates nothing. The helper first does every copy of W₀ the other slots need; then each qualifying slot goes to
+    whichever thread has less work so far. Which thread computes a slot never changes its bits (both run the same
+    kernels with one intra-op thread, see ``Patcher._overlaps``).
+    """
+    helper = sum(_COPY_COST * p.dest.numel() * p.dest.element_size() / 4 for _, p in jobs if p.copies)
+    caller = 0.0
+    shared: set[int] = set()
+    for key, prepared in jobs:
+        cost = prepared.dest.numel() * (_STREAM_COST if prepared.w0 is not None else _PRODUCT_COST)
+        if prepared.w0 is not None and prepared.hidden and _on_cpu(slots[key]) and helper < caller:
+            shared.add(key)
+            helper += cost
+        else:
+            caller += cost
+    return shared
 
 
 def _on_cpu(slot: Slot) -> bool:

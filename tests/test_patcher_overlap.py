@@ -136,3 +136,121 @@ def test_stager_takes_results_in_order_and_reraises_the_helpers_exception():
             False, step, 1
         )  # not background: runs on the caller's thread, in the caller's modes
         assert inline() == (1, True)
+
+
+def _recording_compute(monkeypatch, fail_on_helper: bool = False) -> list[str]:
+    """Record the thread of every slot computation (``compute_slot`` on the caller, ``_stream`` on the helper);
+    optionally make the helper's first one raise."""
+    seen: list[str] = []
+    real_compute, real_stream = patcher_module.compute_slot, patcher_module._stream
+
+    def compute(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return real_compute(*args, **kwargs)
+
+    def stream(*args):
+        seen.append(threading.current_thread().name)
+        if fail_on_helper:
+            raise RuntimeError("simulated: a product failed on the helper thread")
+        return real_stream(*args)
+
+    monkeypatch.setattr(patcher_module, "compute_slot", compute)
+    monkeypatch.setattr(patcher_module, "_stream", stream)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_swap_slots_are_computed_on_both_threads_with_the_bits_of_a_serial_apply(dtype, monkeypatch):
+    """Low-precision swap slots with plain factors need no copy of W₀ first, so the helper thread computes about half
+    of them whole, in a fresh apply and in a switch (tensors reused)."""
+    seen = _recording_compute(monkeypatch)
+    nets, patchers, loras = [], [], []
+    for overlap in (False, True):
+        net = tiny_net(dtype)
+        torch.manual_seed(3)
+        nets.append(net)
+        patchers.append(Patcher("swap", overlap=overlap))
+        loras.append((plain_lora(net, "p", rank=2), plain_lora(net, "q", rank=3)))
+    for step in (lambda p, q: active((p, 1.0)), lambda p, q: active((p, -0.5), (q, 0.8))):
+        assert patchers[0].apply(step(*loras[0])).ok
+        seen.clear()
+        assert patchers[1].apply(step(*loras[1])).ok
+        assert {name.startswith("lora_ext-stage") for name in seen} == {True, False}, seen
+        assert snapshot(nets[1]) == snapshot(nets[0])
+    patchers[1].restore()
+    assert not _stage_threads()
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_a_failure_in_a_slot_computed_on_the_helper_thread_restores_the_pristine_model(switch, monkeypatch):
+    net = tiny_net(torch.float16)
+    a, b = plain_lora(net, "a", rank=2), plain_lora(net, "b", rank=3)
+    pristine = snapshot(net)
+    patcher = Patcher("swap", overlap=True)
+    if switch:  # reused tensors: the model sees them while the helper writes them
+        assert patcher.apply(active((a, 1.0), (b, 0.5))).ok
+    _recording_compute(monkeypatch, fail_on_helper=True)
+    result = patcher.apply(active((a, -0.6), (b, 1.5)))
+    assert result.failed and not patcher.is_patched
+    assert "a product failed on the helper thread" in result.problems[-1].message
+    assert snapshot(net) == pristine and patcher.held_bytes() == 0
+    assert not _stage_threads()
+
+
+def test_overlap_by_default_only_when_the_kernels_leave_a_core_idle(monkeypatch):
+    monkeypatch.setattr(patcher_module.os, "cpu_count", lambda: 4)
+    for threads, expected in ((1, True), (3, True), (4, False), (8, False)):
+        monkeypatch.setattr(patcher_module.torch, "get_num_threads", lambda t=threads: t)
+        assert Patcher()._overlaps() is expected
+    assert Patcher(overlap=False)._overlaps() is False and Patcher(overlap=True)._overlaps() is True
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_compute_slot_reads_w0_from_the_pristine_tensor_when_the_destination_does_not_hold_it(dtype):
+    """A destination full of NaN plus ``w0`` gives the same bits as a destination holding W₀: on the streamed path
+    (low precision, plain factors only) and on the others."""
+    from lora_ext.patching.compute import compute_slot, streams_rows
+    from lora_ext.patching.plan import build_plan
+
+    net, (a, b, _) = _net_and_loras(dtype, seed=17)
+    slots, _ = build_plan(active((b, 0.8), (a, -0.4)) if dtype != torch.bfloat16 else active((b, 0.8)))
+    streamed = 0
+    for slot in slots.values():
+        w0 = getattr(slot.module, slot.weight_attr).detach()
+        holding = w0.clone()
+        compute_slot(slot, holding, None, fuse=False)
+        empty = torch.full_like(w0, float("nan"))
+        compute_slot(slot, empty, None, fuse=False, w0=w0)
+        assert torch.equal(empty.view(torch.uint8), holding.view(torch.uint8)), slot.label
+        streamed += streams_rows(slot, empty)
+    assert (streamed > 0) == (dtype != torch.float32)
+
+
+def _jobs(count: int, dtype: torch.dtype, strategy: str):
+    """``count`` equal Linear layers with a plain LoRA each, reserved as ``Patcher.apply`` reserves them."""
+    from lora_ext.adapters import LayerAdapter, ResolvedLora, Target
+    from lora_ext.patching.plan import build_plan
+
+    layers = {}
+    for i in range(count):
+        layer = torch.nn.Linear(40, 30).to(dtype)
+        adapter = LayerAdapter("lora", {"up": torch.randn(30, 2), "down": torch.randn(2, 40)}, 1.0)
+        layers[Target("unet", f"l{i}", f"l{i}", module=layer)] = adapter
+    slots, problems = build_plan(active((ResolvedLora("x", "/l/x.safetensors", layers), 1.0)))
+    assert not problems and len(slots) == count
+    patcher = Patcher(strategy)
+    return [(key, patcher._reserve(slot, None)) for key, slot in slots.items()], slots
+
+
+def test_share_work_gives_the_helper_half_of_the_streamed_swap_slots_and_nothing_else():
+    jobs, slots = _jobs(40, torch.float16, "swap")
+    assert all(not p.copies and p.w0 is not None for _, p in jobs)  # streamed: no copy of W₀ beforehand
+    shared = patcher_module._share_work(jobs, slots)
+    assert len(shared) == 20 and [k for k, _ in jobs][1::2] == sorted(shared, key=list(slots).index)
+    # fp32 slots are not streamed: the helper thread only copies W₀ for them (computing there would allocate there).
+    jobs, slots = _jobs(40, torch.float32, "swap")
+    assert all(p.copies and p.w0 is None for _, p in jobs)
+    assert patcher_module._share_work(jobs, slots) == set()
+    # copy strategy: the Parameter itself is written, so only the caller computes.
+    jobs, slots = _jobs(10, torch.float16, "copy")
+    assert patcher_module._share_work(jobs, slots) == set()

@@ -3,10 +3,11 @@
 Every ΔWᵢ is computed against the pristine W₀ upcast to float32, on W₀'s device. Plain LoRA factors are added with
 ``addmm_`` (fused into one product when ``fuse``); every other adapter goes through ``layer_delta``. Summation order is
 the slot's contribution order (list-order independent), and the same in every strategy: W₀, then the plain products
-by row slice, then the other deltas. Nothing is rounded before the final cast. The result is always written into a
-destination that already holds W₀ (the Parameter itself, or the new tensor the swap strategy installs), so the products
-are added in place. A low-precision CPU weight that only plain products touch is streamed through a small float32
-block of rows instead (same sum, no full float32 copy).
+by row slice, then the other deltas. Nothing is rounded before the final cast. The result is written into a destination
+that holds W₀ (the Parameter itself, or the new tensor the swap strategy installs), so the products are added in place;
+a destination that does not hold W₀ yet gets it from ``w0`` first. A low-precision CPU weight that only plain products
+touch is streamed through a small float32 block of rows instead (``streams_rows``: same sum, no full float32 copy, and
+W₀ is read straight from ``w0``, so such a destination needs no copy of W₀ beforehand).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from lora_ext.algorithms import AdapterShapeError, layer_delta
 from lora_ext.patching.factors import fuse as fuse_factors
-from lora_ext.patching.factors import plain_factors
+from lora_ext.patching.factors import is_plain, plain_factors
 from lora_ext.patching.plan import Contribution, Slot
 
 
@@ -41,20 +42,50 @@ def _rows(contribution: Contribution, total: int) -> tuple[int, int]:
     return (0, total) if rows is None else (int(rows[0]), int(rows[1]))
 
 
-def compute_slot(slot: Slot, dest: torch.Tensor, b0: torch.Tensor | None, fuse: bool = True) -> SlotResult:
+def streams_rows(slot: Slot, dest: torch.Tensor) -> bool:
+    """True when ``compute_slot`` streams this slot block of rows by block of rows: a contiguous low-precision CPU
+    weight whose contributions are all plain LoRA factors over the whole tensor. Such a slot reads W₀ from ``w0`` and
+    never needs a full copy of it in ``dest`` first."""
+    if (
+        dest.device.type != "cpu"
+        or dest.dtype == torch.float32
+        or not dest.is_contiguous()
+        or dest.dim() == 0
+    ):
+        return False
+    total, row_size = dest.shape[0], dest[0].numel()
+    return all(
+        _rows(c, total) == (0, total) and is_plain(c.adapter, total, row_size) for c in slot.contributions
+    ) and bool(slot.contributions)
+
+
+def compute_slot(
+    slot: Slot,
+    dest: torch.Tensor,
+    b0: torch.Tensor | None,
+    fuse: bool = True,
+    w0: torch.Tensor | None = None,
+) -> SlotResult:
     """Write W₀ + Σ ΔWᵢ of ``slot`` into ``dest`` and compute its new bias.
 
-    dest: a tensor that holds exactly W₀ (any float dtype, on the weight's device): the Parameter's own data (copy
-        strategy), a new copy of W₀ (swap strategy), or the tensor installed last time with W₀ copied back into it (a
-        switch). W-dependent deltas are computed from it before it is written. The caller restores the model from
+    dest: the tensor to write (any float dtype, on the weight's device): the Parameter's own data (copy strategy), a
+        new tensor (swap strategy), or the tensor installed last time (a switch). It holds exactly W₀ unless ``w0`` is
+        given. W-dependent deltas are computed from W₀ before ``dest`` is written. The caller restores the model from
         its backups if anything raises.
     b0: the pristine bias (None when the layer has none).
+    w0: the pristine weight when ``dest`` does not hold it yet (same shape, dtype and device); None: ``dest`` holds it.
     """
     w, b = dest.detach(), None if b0 is None else b0.detach()
+    source = w if w0 is None else w0.detach()
     total = w.shape[0]
     row_size = w[0].numel()
     ref_b = None if b is None else b.float()
     result = SlotResult()
+
+    if streams_rows(slot, w) and source.is_contiguous():
+        stream_rows(source, w, stream_factors(slot, w, fuse))
+        result.weight_changed = True
+        return result
 
     plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
     general: list[Contribution] = []
@@ -66,11 +97,8 @@ def compute_slot(slot: Slot, dest: torch.Tensor, b0: torch.Tensor | None, fuse: 
         else:
             plain.setdefault((r0, r1), []).append(factors)
 
-    if _use_row_blocks(w, plain, general):
-        group = plain[(0, total)]
-        _row_blocks(w, [fuse_factors(group)] if fuse else group)
-        result.weight_changed = True
-        return result
+    if source is not w:
+        w.copy_(source)
 
     ref = w if w.dtype == torch.float32 else w.float()
 
@@ -116,36 +144,52 @@ def compute_slot(slot: Slot, dest: torch.Tensor, b0: torch.Tensor | None, fuse: 
     return result
 
 
-#: Bytes of the float32 scratch block used by ``_row_blocks`` (fits a core's L2 cache).
+#: Bytes of the float32 scratch block used by ``stream_rows`` (fits a core's L2 cache).
 BLOCK_BYTES = 1 << 20
 
 
-def _use_row_blocks(w: torch.Tensor, plain: dict, general: list) -> bool:
-    """A low-precision CPU weight with only whole-tensor plain products: stream it through a small float32 block
-    instead of upcasting it whole (saves a full-size float32 temporary and two passes over memory)."""
-    return (
-        w.device.type == "cpu"
-        and w.dtype != torch.float32
-        and not general
-        and set(plain) == {(0, w.shape[0])}
-        and w.is_contiguous()
-    )
+def stream_factors(slot: Slot, dest: torch.Tensor, fuse: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The float32 factor pairs ``compute_slot`` streams into ``dest`` for a slot where ``streams_rows`` holds (same
+    order, same fusion), so that ``stream_rows`` with them writes the same bits."""
+    total, row_size = dest.shape[0], dest[0].numel()
+    group = [
+        plain_factors(c.adapter, total, row_size, c.multiplier, c.dyn, dest.device)
+        for c in slot.contributions
+    ]
+    return [fuse_factors(group)] if fuse else group
 
 
-def _row_blocks(w: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Replace ``w`` (holding W₀) by W₀ + Σ U·D rounded once to its dtype, computed block of rows by block of rows in
-    float32 (each block is read before it is written)."""
+def stream_rows(
+    source: torch.Tensor,
+    w: torch.Tensor,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    scratch: torch.Tensor | None = None,
+) -> None:
+    """Write W₀ + Σ U·D rounded once to ``w``'s dtype into ``w``, block of rows by block of rows in float32, with W₀
+    read from ``source`` (``w`` itself, or the pristine tensor; each block is read before it is written).
+
+    scratch: a 1-D float32 buffer of at least ``scratch_elements(w)`` elements; None allocates one.
+    """
     total = w.shape[0]
-    rows_view = w.view(total, -1)
-    rows = max(1, BLOCK_BYTES // (4 * rows_view.shape[1]))
-    scratch = torch.empty(min(rows, total), rows_view.shape[1], dtype=torch.float32)
+    rows_in = source.view(total, -1)
+    rows_out = w.view(total, -1)
+    rows = max(1, BLOCK_BYTES // (4 * rows_out.shape[1]))
+    if scratch is None:
+        scratch = torch.empty(scratch_elements(w), dtype=torch.float32)
+    scratch = scratch[: min(rows, total) * rows_out.shape[1]].view(-1, rows_out.shape[1])
     for start in range(0, total, rows):
         stop = min(total, start + rows)
         block = scratch[: stop - start]
-        block.copy_(rows_view[start:stop])
+        block.copy_(rows_in[start:stop])
         for up, down in pairs:
             block.addmm_(up[start:stop], down)
-        rows_view[start:stop].copy_(block)
+        rows_out[start:stop].copy_(block)
+
+
+def scratch_elements(w: torch.Tensor) -> int:
+    """Float32 elements of the scratch block ``stream_rows`` uses for ``w`` (one block of rows)."""
+    row = w[0].numel()
+    return min(max(1, BLOCK_BYTES // (4 * row)), w.shape[0]) * row
 
 
 def _accumulate(

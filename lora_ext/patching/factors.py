@@ -31,16 +31,10 @@ def plain_factors(
     out_rows, row_size: the target weight (or row slice) viewed as ``[out_rows, row_size]``. s = α/r with r the full
     rank (``alpha_scale``), or the ``scale`` part when present; ``dyn`` keeps the first ranks and leaves s unchanged.
     """
-    if adapter.algo != "lora" or not _PLAIN_PARTS.issuperset(adapter.tensors) or "up" not in adapter.tensors:
+    if not is_plain(adapter, out_rows, row_size):
         return None
-    up, down = adapter.tensors["up"], adapter.tensors.get("down")
-    if down is None or up.dim() < 2 or down.dim() < 2:
-        return None
+    up, down = adapter.tensors["up"], adapter.tensors["down"]
     rank = down.shape[0]
-    if up.shape[1] != rank or up.numel() != up.shape[0] * rank or up.shape[0] != out_rows:
-        return None
-    if down.numel() != rank * row_size:
-        return None
     scale_part = adapter.tensors.get("scale")
     scale = float(scale_part.reshape(-1)[0]) if scale_part is not None else alpha_scale(adapter.alpha, rank)
     up2 = up.reshape(out_rows, rank)
@@ -51,6 +45,23 @@ def plain_factors(
     # mul (not mul_) so a float32 factor that already lives on ``device`` is never modified in place.
     up32 = up32.mul(multiplier * scale)
     return up32, down2.to(device=device, dtype=torch.float32)
+
+
+def is_plain(adapter: LayerAdapter, out_rows: int, row_size: int) -> bool:
+    """True when ``plain_factors`` gives factors for this adapter on a ``[out_rows, row_size]`` weight (no conversion
+    done: a cheap check the patcher uses before it decides how to schedule a slot)."""
+    if adapter.algo != "lora" or not _PLAIN_PARTS.issuperset(adapter.tensors) or "up" not in adapter.tensors:
+        return False
+    up, down = adapter.tensors["up"], adapter.tensors.get("down")
+    if down is None or up.dim() < 2 or down.dim() < 2:
+        return False
+    rank = down.shape[0]
+    return (
+        up.shape[1] == rank
+        and up.numel() == up.shape[0] * rank
+        and up.shape[0] == out_rows
+        and (down.numel() == rank * row_size)
+    )
 
 
 def fuse(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
