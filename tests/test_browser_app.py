@@ -56,10 +56,16 @@ def wait_cards(page, names: list[str]) -> None:
 
 
 def wait_value(page, selector: str, value: str) -> None:
-    page.wait_for_function(
-        "([sel, want]) => { const el = document.querySelector(sel); return el && el.value === want; }",
-        arg=[selector, value],
-    )
+    try:
+        page.wait_for_function(
+            "([sel, want]) => { const el = document.querySelector(sel); return el && el.value === want; }",
+            arg=[selector, value],
+        )
+    except Exception as exc:  # name what the box held instead, so a failure says what happened
+        actual = page.evaluate(
+            "(sel) => { const el = document.querySelector(sel); return el && el.value; }", selector
+        )
+        raise AssertionError(f"{selector} never held {value!r}; it holds {actual!r}") from exc
 
 
 def wait_file(path: Path, predicate, timeout: float = 15.0):
@@ -157,6 +163,12 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         page.wait_for_function(
             "() => { const d = document.querySelector('#lora_ext_data .lora-ext-data');"
             " return JSON.parse(d.textContent).default_multiplier === 0.7; }"
+        )
+        # ... and the tab's script has taken that data in and drawn the cards from it (it scans 50 ms after a
+        # DOM change), so the click below uses the new default weight.
+        page.wait_for_function(
+            "() => { const t = loraExtState.tabs['lora_ext']; return t && t.data && t.data.default_multiplier === 0.7"
+            " && document.querySelector(\".lora-ext-card[data-name='zeta']\") !== null; }"
         )
         page.click(".lora-ext-card[data-name='zeta']")
         wait_value(page, prompt, "<lora:zeta:0.7>")
