@@ -5,7 +5,7 @@ storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the we
 whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
 new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before.
 On CPU, when the products leave a core idle, a helper thread copies W₀ into new tensors or pristine backups ahead of the
-arithmetic and computes a share of the plain-factor slots whose destination the model does not see yet
+arithmetic and computes a share of the streamed low-precision slots whose destination the model does not see yet
 (``patching/staging.py``, ``_share_work``). ``restore()`` puts back every original bit-exactly and frees all backups.
 An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
@@ -28,11 +28,10 @@ from lora_ext.errors import Problem
 from lora_ext.patching.backup import TensorBackup, choose_strategy
 from lora_ext.patching.compute import (
     SlotResult,
-    add_plain,
     compute_slot,
-    plain_only,
     scratch_elements,
     stream_factors,
+    stream_rows,
     streams_rows,
 )
 from lora_ext.patching.memory import release_freed_memory
@@ -124,7 +123,7 @@ class Patcher:
         instead of one ``addmm_`` per LoRA. None (default) fuses on accelerators only: on CPU the products are
         compute-bound and fusing measured 3–12 % slower (docs/PERFORMANCE.md); on a GPU it saves a pass over W.
     overlap: use a helper thread for CPU slots: it prepares them (new tensors, pristine copies) while the caller
-        computes, and computes a balanced share of the plain-factor swap slots. None
+        computes, and computes a balanced share of the streamed low-precision swap slots. None
         (default) overlaps when the machine has more cores than torch's intra-op threads, so that a core is idle
         while the products run; with as many threads as cores the kernels already use every core, and a helper thread
         only competes with them (measured 1.5–3× slower, docs/PERFORMANCE.md). Results are bit-identical either way.
@@ -211,14 +210,7 @@ class Patcher:
                             # Made on the caller's thread, so the helper allocates nothing (memory a thread
                             # allocates stays in its own malloc arena, which malloc_trim does not empty).
                             scratch = torch.empty(
-                                max(
-                                    (
-                                        scratch_elements(p.dest)
-                                        for k, p in jobs
-                                        if k in shared and p.w0 is not None
-                                    ),
-                                    default=1,
-                                )
+                                max(scratch_elements(p.dest) for k, p in jobs if k in shared)
                             )
                             for key, ready in jobs:
                                 if key in shared:
@@ -451,10 +443,9 @@ def _fill(prepared: _Prepared) -> _Prepared:
 def _stream(
     prepared: _Prepared, pairs: list[tuple[torch.Tensor, torch.Tensor]], scratch: torch.Tensor
 ) -> _Prepared:
-    """Compute a plain-factor slot whose destination is ``hidden`` (on the stager's helper thread, which takes its
-    turns one at a time and so needs one scratch block for all of them); the caller installs the outcome."""
-    _fill(prepared)
-    add_plain(prepared.dest if prepared.w0 is None else prepared.w0, prepared.dest, pairs, scratch)
+    """Compute a streamed slot whose destination is ``hidden`` (on the stager's helper thread, which takes its turns
+    one at a time and so needs one scratch block for all of them); the caller installs the outcome."""
+    stream_rows(prepared.w0, prepared.dest, pairs, scratch)
     prepared.outcome = SlotResult(weight_changed=True)
     return prepared
 
@@ -467,11 +458,10 @@ _COPY_COST, _PRODUCT_COST, _STREAM_COST = 0.85, 1.0, 1.5
 def _share_work(jobs: list[tuple[int, _Prepared]], slots: dict[int, Slot]) -> set[int]:
     """The slots the helper thread computes whole, chosen so that both threads finish at about the same time.
 
-    Only CPU slots whose contributions are all plain factors over the whole tensor (``plain_only``) and whose
-    destination is ``hidden`` qualify: the caller hands over their factors and scratch, so the helper thread allocates
-    nothing (what a thread allocates stays in its own malloc arena, which ``malloc_trim`` does not empty: measured
-    1–7 MiB held after a release). The helper first does every copy of W₀ (streamed low-precision slots need none);
-    then each qualifying slot goes to whichever thread has less work so far. Which thread computes a slot never changes its bits (both run the same
+    Only streamed slots (low-precision CPU weights with plain factors, ``streams_rows``) whose destination is ``hidden``
+    qualify: they need no copy of W₀ first, and the caller can hand over everything they need, so the helper thread
+    allocates nothing. The helper first does every copy of W₀ the other slots need; then each qualifying slot goes to
+    whichever thread has less work so far. Which thread computes a slot never changes its bits (both run the same
     kernels with one intra-op thread, see ``Patcher._overlaps``).
     """
     helper = sum(_COPY_COST * p.dest.numel() * p.dest.element_size() / 4 for _, p in jobs if p.copies)
@@ -479,8 +469,7 @@ def _share_work(jobs: list[tuple[int, _Prepared]], slots: dict[int, Slot]) -> se
     shared: set[int] = set()
     for key, prepared in jobs:
         cost = prepared.dest.numel() * (_STREAM_COST if prepared.w0 is not None else _PRODUCT_COST)
-        qualifies = prepared.hidden and _on_cpu(slots[key]) and prepared.dest.is_contiguous()
-        if qualifies and helper < caller and plain_only(slots[key], prepared.dest):
+        if prepared.w0 is not None and prepared.hidden and _on_cpu(slots[key]) and helper < caller:
             shared.add(key)
             helper += cost
         else:

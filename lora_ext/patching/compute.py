@@ -42,23 +42,21 @@ def _rows(contribution: Contribution, total: int) -> tuple[int, int]:
     return (0, total) if rows is None else (int(rows[0]), int(rows[1]))
 
 
-def plain_only(slot: Slot, dest: torch.Tensor) -> bool:
-    """True when every contribution of the slot is plain LoRA factors over the whole tensor (``stream_factors``
-    gives them all)."""
-    if dest.dim() == 0 or not slot.contributions:
-        return False
-    total, row_size = dest.shape[0], dest[0].numel()
-    return all(
-        _rows(c, total) == (0, total) and is_plain(c.adapter, total, row_size) for c in slot.contributions
-    )
-
-
 def streams_rows(slot: Slot, dest: torch.Tensor) -> bool:
     """True when ``compute_slot`` streams this slot block of rows by block of rows: a contiguous low-precision CPU
     weight whose contributions are all plain LoRA factors over the whole tensor. Such a slot reads W₀ from ``w0`` and
     never needs a full copy of it in ``dest`` first."""
-    cpu_low = dest.device.type == "cpu" and dest.dtype != torch.float32 and dest.is_contiguous()
-    return cpu_low and plain_only(slot, dest)
+    if (
+        dest.device.type != "cpu"
+        or dest.dtype == torch.float32
+        or not dest.is_contiguous()
+        or dest.dim() == 0
+    ):
+        return False
+    total, row_size = dest.shape[0], dest[0].numel()
+    return all(
+        _rows(c, total) == (0, total) and is_plain(c.adapter, total, row_size) for c in slot.contributions
+    ) and bool(slot.contributions)
 
 
 def compute_slot(
@@ -151,8 +149,8 @@ BLOCK_BYTES = 1 << 20
 
 
 def stream_factors(slot: Slot, dest: torch.Tensor, fuse: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The float32 factor pairs ``compute_slot`` adds into ``dest`` for a slot where ``plain_only`` holds (same order,
-    same fusion), so that ``add_plain`` with them writes the same bits."""
+    """The float32 factor pairs ``compute_slot`` streams into ``dest`` for a slot where ``streams_rows`` holds (same
+    order, same fusion), so that ``stream_rows`` with them writes the same bits."""
     total, row_size = dest.shape[0], dest[0].numel()
     group = [
         plain_factors(c.adapter, total, row_size, c.multiplier, c.dyn, dest.device)
@@ -186,25 +184,6 @@ def stream_rows(
         for up, down in pairs:
             block.addmm_(up[start:stop], down)
         rows_out[start:stop].copy_(block)
-
-
-def add_plain(
-    source: torch.Tensor,
-    w: torch.Tensor,
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
-    scratch: torch.Tensor | None = None,
-) -> None:
-    """What ``compute_slot`` does for a slot where ``plain_only`` holds, given its ``stream_factors``: write W₀ (from
-    ``source``) + Σ U·D into ``w``. A float32 ``w`` gets W₀ copied in and the products added in place, in the order
-    ``compute_slot`` adds them; a streamed one (``streams_rows``) goes through ``stream_rows``."""
-    if w.dtype != torch.float32:
-        stream_rows(source, w, pairs, scratch)
-        return
-    if source.data_ptr() != w.data_ptr():
-        w.copy_(source)
-    rows = w.view(w.shape[0], -1)
-    for up, down in pairs:
-        rows.addmm_(up, down)
 
 
 def scratch_elements(w: torch.Tensor) -> int:
