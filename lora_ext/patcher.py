@@ -198,7 +198,7 @@ class Patcher:
                             current = slots[key]
                             jobs.append((key, self._reserve(current, reuse.get(key))))
                         current = None
-                        shared = _share_work(jobs, slots) if stager.threaded else set()
+                        shared = _share_work(jobs) if stager.threaded else set()
                         # The helper runs every fill first, then its share of whole slots: the caller's slots are
                         # never queued behind a whole computation.
                         takes = {
@@ -422,7 +422,7 @@ def _devices(slots) -> set[torch.device]:
 def _swap_destination(slot: Slot, backup: TensorBackup, dest: torch.Tensor, reused: bool) -> _Prepared:
     """A swap slot writing ``dest`` (new, or installed last time): W₀ is copied into it first, unless the slot is
     streamed, which reads W₀ straight from the backup."""
-    if streams_rows(slot, dest) and backup.original.is_contiguous():
+    if streams_rows(slot, dest, backup.original):
         return _Prepared(backup, dest, reused, [], w0=backup.original)
     return _Prepared(backup, dest, reused, [(dest, backup.original)])
 
@@ -455,7 +455,7 @@ def _stream(
 _COPY_COST, _PRODUCT_COST, _STREAM_COST = 0.85, 1.0, 1.5
 
 
-def _share_work(jobs: list[tuple[int, _Prepared]], slots: dict[int, Slot]) -> set[int]:
+def _share_work(jobs: list[tuple[int, _Prepared]]) -> set[int]:
     """The slots the helper thread computes whole, chosen so that both threads finish at about the same time.
 
     Only streamed slots (low-precision CPU weights with plain factors, ``streams_rows``) whose destination is ``hidden``
@@ -469,7 +469,7 @@ def _share_work(jobs: list[tuple[int, _Prepared]], slots: dict[int, Slot]) -> se
     shared: set[int] = set()
     for key, prepared in jobs:
         cost = prepared.dest.numel() * (_STREAM_COST if prepared.w0 is not None else _PRODUCT_COST)
-        if prepared.w0 is not None and prepared.hidden and _on_cpu(slots[key]) and helper < caller:
+        if prepared.w0 is not None and prepared.hidden and helper < caller:  # w0: streamed, so on the CPU
             shared.add(key)
             helper += cost
         else:

@@ -245,12 +245,12 @@ def _jobs(count: int, dtype: torch.dtype, strategy: str):
 def test_share_work_gives_the_helper_half_of_the_streamed_swap_slots_and_nothing_else():
     jobs, slots = _jobs(40, torch.float16, "swap")
     assert all(not p.copies and p.w0 is not None for _, p in jobs)  # streamed: no copy of W₀ beforehand
-    shared = patcher_module._share_work(jobs, slots)
+    shared = patcher_module._share_work(jobs)
     assert len(shared) == 20 and [k for k, _ in jobs][1::2] == sorted(shared, key=list(slots).index)
     # fp32 slots are not streamed: the helper thread only copies W₀ for them (computing there would allocate there).
     jobs, slots = _jobs(40, torch.float32, "swap")
     assert all(p.copies and p.w0 is None for _, p in jobs)
-    assert patcher_module._share_work(jobs, slots) == set()
+    assert patcher_module._share_work(jobs) == set()
     # copy strategy: the Parameter itself is written, so only the caller computes.
     jobs, slots = _jobs(10, torch.float16, "copy")
-    assert patcher_module._share_work(jobs, slots) == set()
+    assert patcher_module._share_work(jobs) == set()

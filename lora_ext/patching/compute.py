@@ -42,14 +42,16 @@ def _rows(contribution: Contribution, total: int) -> tuple[int, int]:
     return (0, total) if rows is None else (int(rows[0]), int(rows[1]))
 
 
-def streams_rows(slot: Slot, dest: torch.Tensor) -> bool:
+def streams_rows(slot: Slot, dest: torch.Tensor, source: torch.Tensor | None = None) -> bool:
     """True when ``compute_slot`` streams this slot block of rows by block of rows: a contiguous low-precision CPU
-    weight whose contributions are all plain LoRA factors over the whole tensor. Such a slot reads W₀ from ``w0`` and
-    never needs a full copy of it in ``dest`` first."""
+    weight whose contributions are all plain LoRA factors over the whole tensor. Such a slot reads W₀ from ``source``
+    (the pristine weight, which must be contiguous too; None: ``dest`` itself) and never needs a full copy of it in
+    ``dest`` first."""
     if (
         dest.device.type != "cpu"
         or dest.dtype == torch.float32
         or not dest.is_contiguous()
+        or (source is not None and not source.is_contiguous())
         or dest.dim() == 0
     ):
         return False
@@ -82,7 +84,7 @@ def compute_slot(
     ref_b = None if b is None else b.float()
     result = SlotResult()
 
-    if streams_rows(slot, w) and source.is_contiguous():
+    if streams_rows(slot, w, source):
         stream_rows(source, w, stream_factors(slot, w, fuse))
         result.weight_changed = True
         return result
@@ -173,10 +175,10 @@ def stream_rows(
     total = w.shape[0]
     rows_in = source.view(total, -1)
     rows_out = w.view(total, -1)
-    rows = max(1, BLOCK_BYTES // (4 * rows_out.shape[1]))
+    rows = _block_rows(w)
     if scratch is None:
         scratch = torch.empty(scratch_elements(w), dtype=torch.float32)
-    scratch = scratch[: min(rows, total) * rows_out.shape[1]].view(-1, rows_out.shape[1])
+    scratch = scratch[: scratch_elements(w)].view(-1, rows_out.shape[1])
     for start in range(0, total, rows):
         stop = min(total, start + rows)
         block = scratch[: stop - start]
@@ -186,10 +188,14 @@ def stream_rows(
         rows_out[start:stop].copy_(block)
 
 
+def _block_rows(w: torch.Tensor) -> int:
+    """Rows of ``w`` in one float32 block of at most ``BLOCK_BYTES`` (at least one row, at most all of them)."""
+    return min(max(1, BLOCK_BYTES // (4 * w[0].numel())), w.shape[0])
+
+
 def scratch_elements(w: torch.Tensor) -> int:
     """Float32 elements of the scratch block ``stream_rows`` uses for ``w`` (one block of rows)."""
-    row = w[0].numel()
-    return min(max(1, BLOCK_BYTES // (4 * row)), w.shape[0]) * row
+    return _block_rows(w) * w[0].numel()
 
 
 def _accumulate(
