@@ -6,7 +6,7 @@ whose contributions changed since the last apply are visited: unchanged ones are
 new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before.
 On CPU, when the products leave a core idle, a helper thread copies W₀ into new tensors or pristine backups ahead of the
 arithmetic and computes a share of the streamed low-precision slots whose destination the model does not see yet
-(``patching/staging.py``, ``_share_work``). ``restore()`` puts back every original bit-exactly and frees all backups.
+(``patching/staging.py``, ``_share_work``); when the copies fall behind, the caller runs the last ones itself. ``restore()`` puts back every original bit-exactly and frees all backups.
 An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
 The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
@@ -202,7 +202,7 @@ class Patcher:
                         # The helper runs every fill first, then its share of whole slots: the caller's slots are
                         # never queued behind a whole computation.
                         takes = {
-                            key: stager.submit(_on_cpu(slots[key]), _fill, ready)
+                            key: stager.submit(_on_cpu(slots[key]), _fill, ready, stealable=True)
                             for key, ready in jobs
                             if key not in shared
                         }

@@ -48,6 +48,55 @@ def test_overlapped_and_serial_apply_switch_and_restore_give_identical_bits(stra
     assert runs[0][0] != runs[0][1] != runs[0][2]  # every step really changed the weights
 
 
+def _is_helper(name: str) -> bool:
+    return name.startswith("lora_ext-stage")
+
+
+def _count_fills(monkeypatch, strategy: str, requests) -> list[int]:
+    """How many copies of W₀ (``_fill`` calls) each request makes in a serial apply."""
+    counts: list[int] = []
+    real = patcher_module._fill
+
+    def counting(prepared):
+        counts[-1] += 1
+        return real(prepared)
+
+    monkeypatch.setattr(patcher_module, "_fill", counting)
+    net, loras = _net_and_loras(torch.float32, seed=2)
+    patcher = Patcher(strategy, overlap=False)
+    for request in requests(*loras):
+        counts.append(0)
+        assert patcher.apply(request).ok
+    monkeypatch.setattr(patcher_module, "_fill", real)
+    return counts
+
+
+def _gated_fill(monkeypatch, total: int, fail: bool = False) -> list[str]:
+    """Make the helper thread's first ``_fill`` wait until the caller has run all ``total - 1`` others itself (and
+    then raise, when ``fail``); the caller's fills first wait until the helper has started one. Returns the thread
+    name of every fill, in call order."""
+    threads: list[str] = []
+    helper_started, caller_done = threading.Event(), threading.Event()
+    real = patcher_module._fill
+
+    def gated(prepared):
+        name = threading.current_thread().name
+        threads.append(name)
+        if _is_helper(name):
+            helper_started.set()
+            assert caller_done.wait(10), "the caller did not take over the copies the helper had not started"
+            if fail:
+                raise MemoryError("simulated: no memory for the new tensor")
+        else:
+            assert helper_started.wait(10)
+            if sum(not _is_helper(t) for t in threads) == total - 1:
+                caller_done.set()
+        return real(prepared)
+
+    monkeypatch.setattr(patcher_module, "_fill", gated)
+    return threads
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_preparation_runs_on_the_helper_thread_only_when_overlapping_and_no_thread_outlives_apply(
     strategy, monkeypatch
@@ -60,17 +109,47 @@ def test_preparation_runs_on_the_helper_thread_only_when_overlapping_and_no_thre
         return real(prepared)
 
     monkeypatch.setattr(patcher_module, "_fill", recording)
-    for overlap, expect_helper in ((True, True), (False, False)):
+    for overlap in (True, False):
         seen.clear()
         net, (a, b, _) = _net_and_loras(torch.float32, seed=2)
         patcher = Patcher(strategy, overlap=overlap)
         assert patcher.apply(active((a, 1.0))).ok
         assert patcher.apply(active((b, -0.4))).ok  # a switch: reused tensors are prepared the same way
         assert seen
-        on_helper = {name.startswith("lora_ext-stage") for name in seen}
-        assert on_helper == {expect_helper}
+        caller = threading.current_thread().name
+        # Overlapping, the helper copies ahead and the caller takes over copies the helper has not reached yet.
+        assert {name for name in seen if not _is_helper(name)} <= {caller}
+        assert any(map(_is_helper, seen)) is overlap or (overlap and set(seen) == {caller})
         assert not _stage_threads()
         patcher.restore()
+
+
+@pytest.mark.parametrize("switch", [False, True])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_caller_takes_over_the_copies_the_helper_has_not_started_with_the_bits_of_a_serial_apply(
+    strategy, switch, monkeypatch
+):
+    """While the helper thread is busy with one copy of W₀, the caller runs all the others itself, from the back of
+    the queue; the weights are bit-identical to a serial apply and the helper did exactly one copy."""
+    requests = lambda a, b, c: [active((a, 1.0), (c, 0.5)), active((b, -0.4), (c, 0.5))]  # noqa: E731
+    counts = _count_fills(monkeypatch, strategy, requests)
+    assert counts[0] > 2 and counts[1] > 2
+    states = []
+    for overlap in (False, True):
+        net, loras = _net_and_loras(torch.float32, seed=2)
+        patcher = Patcher(strategy, overlap=overlap)
+        for i, request in enumerate(requests(*loras)):
+            gated = overlap and i == int(switch)
+            if gated:
+                threads = _gated_fill(monkeypatch, counts[i])
+            assert patcher.apply(request).ok
+            if gated:
+                monkeypatch.undo()
+        states.append(snapshot(net))
+        patcher.restore()
+    assert sum(map(_is_helper, threads)) == 1 and len(threads) == counts[int(switch)]
+    assert states[0] == states[1]
+    assert not _stage_threads()
 
 
 @pytest.mark.parametrize("switch", [False, True])
@@ -78,30 +157,23 @@ def test_preparation_runs_on_the_helper_thread_only_when_overlapping_and_no_thre
 def test_a_failure_on_the_helper_thread_restores_the_pristine_model_and_names_the_layer(
     strategy, switch, monkeypatch
 ):
-    net, (a, b, _) = _net_and_loras(torch.float32, seed=9)
+    requests = lambda a, b, c: [active((a, 1.0), (b, 0.5)), active((a, -0.6), (b, 1.5))]  # noqa: E731
+    counts = _count_fills(monkeypatch, strategy, requests)
+    net, (a, b, c) = _net_and_loras(torch.float32, seed=2)
     pristine = snapshot(net)
     patcher = Patcher(strategy, overlap=True)
     if switch:
-        assert patcher.apply(active((a, 1.0), (b, 0.5))).ok
-    real = patcher_module._fill
-    calls: list[str] = []
-
-    def flaky(prepared):
-        calls.append(threading.current_thread().name)
-        if len(calls) == 3:
-            raise MemoryError("simulated: no memory for the new tensor")
-        return real(prepared)
-
-    monkeypatch.setattr(patcher_module, "_fill", flaky)
-    result = patcher.apply(active((a, -0.6), (b, 1.5)))
+        assert patcher.apply(requests(a, b, c)[0]).ok
+    threads = _gated_fill(monkeypatch, counts[int(switch)], fail=True)
+    result = patcher.apply(requests(a, b, c)[int(switch)])
     assert result.failed and not patcher.is_patched
-    assert calls[2].startswith("lora_ext-stage")
+    assert sum(map(_is_helper, threads)) == 1  # the one that raised
     message = result.problems[-1].message
     assert "at layer " in message and "no memory" in message
     assert snapshot(net) == pristine and patcher.held_bytes() == 0
     assert not _stage_threads()
-    monkeypatch.setattr(patcher_module, "_fill", real)
-    assert patcher.apply(active((a, 1.0))).ok  # usable afterwards
+    monkeypatch.undo()
+    assert patcher.apply(requests(a, b, c)[1]).ok  # usable afterwards
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -136,6 +208,39 @@ def test_stager_takes_results_in_order_and_reraises_the_helpers_exception():
             False, step, 1
         )  # not background: runs on the caller's thread, in the caller's modes
         assert inline() == (1, True)
+
+
+def test_stager_caller_runs_the_steps_the_helper_has_not_started_from_the_back_and_reraises_at_their_turn():
+    started, release = threading.Event(), threading.Event()
+    order: list[int] = []
+
+    def busy() -> str:
+        started.set()
+        assert release.wait(10)
+        return threading.current_thread().name
+
+    def step(i: int) -> tuple[int, str, bool]:
+        order.append(i)
+        if i == 1:
+            release.set()
+        if i == 2:
+            raise ValueError("step 2 failed")
+        return i, threading.current_thread().name, torch.is_grad_enabled()
+
+    caller = threading.current_thread().name
+    with Stager(True, torch.no_grad) as stager:
+        first = stager.submit(True, busy)
+        takes = [stager.submit(True, step, i, stealable=True) for i in (1, 2, 3)]
+        assert started.wait(10)
+        assert _is_helper(
+            first()
+        )  # while waiting for it, the caller ran 3, 2, 1 itself (in the helper's modes)
+        assert order == [3, 2, 1]
+        assert takes[0]() == (1, caller, False)
+        with pytest.raises(ValueError, match="step 2 failed"):
+            takes[1]()
+        assert takes[2]() == (3, caller, False)
+    assert not _stage_threads() and order == [3, 2, 1]  # nothing ran twice
 
 
 def _recording_compute(monkeypatch, fail_on_helper: bool = False) -> list[str]:

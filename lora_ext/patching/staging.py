@@ -8,9 +8,14 @@ installed last time. Adding the products into that destination is compute-bound.
 earlier ones, which brings an apply down to about max(M, G). PyTorch releases the GIL inside its kernels, so the two
 threads really run at the same time.
 
-Only preparation runs on the helper thread, and each slot is prepared before the caller writes anything to it. The
-caller takes the results in submission order. Leaving the ``with`` block waits for the helper and drops what was not
-taken, also after an exception, so nothing outlives the apply that started it.
+When the copies are the slower half (page faults), the caller would wait for the helper. Instead, while the step it
+needs is still running on the helper, the caller takes the last step the helper has not started yet and runs it itself
+(``stealable`` steps: the helper works from the front of the queue, the caller from the back), so both threads stay
+busy and an apply costs about (M + G) / 2 then.
+
+Each slot is prepared before the caller writes anything to it, and the caller takes the results in submission order.
+Leaving the ``with`` block waits for the helper and drops what was not taken, also after an exception, so nothing
+outlives the apply that started it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,51 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class _Step:
+    """One step queued for the helper thread; the caller may run it instead (``steal``) while the helper has not
+    started it."""
+
+    def __init__(self, run: Callable[[], Any], stealable: bool) -> None:
+        self.run, self.stealable = run, stealable
+        self.future: Future | None = None
+        self._stolen = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def steal(self) -> bool:
+        """Run the step on the calling thread if the helper has not started it; False when it has (or it is done)."""
+        assert self.future is not None
+        if (
+            not self.stealable or self._stolen or not self.future.cancel()
+        ):  # cancel() is True again once cancelled
+            return False
+        self._stolen = True
+        self._value, self._error = _outcome(self.run)
+        return True
+
+    def result(self) -> Any:
+        if self._stolen:
+            if self._error is not None:
+                raise self._error
+            return self._value
+        assert self.future is not None
+        return self.future.result()
+
+
+def _outcome(run: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    """(result, None) or (None, the exception) of ``run()``; the exception is re-raised when the step's result is
+    taken, as a helper's exception would be. A plain function, so the exception's traceback does not lead back to the
+    step that holds it (a cycle would keep the step's tensors alive until the next gc)."""
+    try:
+        return run(), None
+    except Exception as exc:
+        return None, exc
 
 
 class Stager:
@@ -35,6 +81,7 @@ class Stager:
         self.threaded = threaded
         self._modes = modes
         self._executor: ThreadPoolExecutor | None = None
+        self._stealable: list[_Step] = []
 
     def __enter__(self) -> Stager:
         if self.threaded:
@@ -45,16 +92,38 @@ class Stager:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self._stealable = []
 
-    def submit(self, background: bool, fn: Callable[..., T], *args) -> Callable[[], T]:
+    def submit(
+        self, background: bool, fn: Callable[..., T], *args, stealable: bool = False
+    ) -> Callable[[], T]:
         """Schedule ``fn(*args)``; the returned callable gives its result (re-raising its exception) when called.
 
         background: run it on the helper thread (when the stager is threaded); otherwise it runs when the result is
         asked for, on the caller's thread.
+        stealable: the caller may run it itself while it waits for another step (it must be safe on either thread and
+        use nothing another step uses at the same time).
         """
         if self._executor is None or not background:
             return functools.partial(fn, *args)
-        return self._executor.submit(self._in_modes, fn, args).result
+        step = _Step(functools.partial(self._in_modes, fn, args), stealable)
+        step.future = self._executor.submit(step.run)
+        if stealable:
+            self._stealable.append(step)
+        return functools.partial(self._take, step)
+
+    def _take(self, step: _Step) -> Any:
+        step.steal()
+        while step.future is not None and step.future.running() and self._steal_last():
+            pass
+        return step.result()
+
+    def _steal_last(self) -> bool:
+        """Run the last stealable step the helper has not started on the caller's thread; False when there is none."""
+        while self._stealable:
+            if self._stealable.pop().steal():
+                return True
+        return False
 
     def _in_modes(self, fn: Callable[..., T], args: tuple) -> T:
         with self._modes():
