@@ -42,7 +42,7 @@ UNET_TARGET_PARENTS = ("Transformer2DModel",)
 TE_TARGET_PARENTS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 
 
-def _random_fill(model: nn.Module, seed: int) -> nn.Module:
+def random_fill(model: nn.Module, seed: int) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -64,23 +64,21 @@ def build_sd15(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     with init_empty_weights():
         unet = UNet2DConditionModel(**SD15_UNET)
         te = CLIPTextModel(CLIPTextConfig(**SD15_TE))
-    unet = _random_fill(unet.to_empty(device="cpu"), seed)
-    te = _random_fill(te.to_empty(device="cpu"), seed + 1)
+    unet = random_fill(unet.to_empty(device="cpu"), seed)
+    te = random_fill(te.to_empty(device="cpu"), seed + 1)
     te.text_model.embeddings.position_ids = torch.arange(77).unsqueeze(
         0
     )  # a buffer to_empty left uninitialised
     return unet.eval(), te.eval()
 
 
-def target_modules(unet: nn.Module, te: nn.Module) -> dict[str, nn.Module]:
-    """kohya module key (``lora_unet_…`` / ``lora_te_…``) -> Linear/Conv2d, the 264 standard SD1.5 targets."""
+def collect_targets(roots: list[tuple[str, nn.Module]]) -> dict[str, nn.Module]:
+    """kohya module key -> Linear/Conv2d for every ``(prefix, root)``: the layers inside the attention, MLP and
+    transformer modules (FORMATS.md §6), named ``prefix`` + their path with dots as underscores."""
     out: dict[str, nn.Module] = {}
-    for prefix, root, parents in (
-        ("lora_unet", unet, UNET_TARGET_PARENTS),
-        ("lora_te", te, TE_TARGET_PARENTS),
-    ):
+    for prefix, root in roots:
         for name, module in root.named_modules():
-            if type(module).__name__ not in parents:
+            if type(module).__name__ not in UNET_TARGET_PARENTS + TE_TARGET_PARENTS:
                 continue
             for child_name, child in module.named_modules():
                 if isinstance(child, (nn.Linear, nn.Conv2d)) and child_name:
@@ -88,10 +86,23 @@ def target_modules(unet: nn.Module, te: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
+def target_modules(unet: nn.Module, te: nn.Module) -> dict[str, nn.Module]:
+    """kohya module key (``lora_unet_…`` / ``lora_te_…``) -> Linear/Conv2d, the 264 standard SD1.5 targets."""
+    return collect_targets([("lora_unet", unet), ("lora_te", te)])
+
+
 def write_kohya_lora(
-    targets: dict[str, nn.Module], path: Path, rank: int = 32, alpha: float = 16.0, seed: int = 0
+    targets: dict[str, nn.Module],
+    path: Path,
+    rank: int = 32,
+    alpha: float = 16.0,
+    seed: int = 0,
+    base: str = "sd_v1",
 ) -> Path:
-    """A kohya LoRA file (fp16 factors, ``alpha`` per module) over ``targets``; conv 1×1 targets get 4-D factors."""
+    """A kohya LoRA file (fp16 factors, ``alpha`` per module) over ``targets``; conv 1×1 targets get 4-D factors.
+
+    base: ``ss_base_model_version`` ("sd_v1", "sdxl_base_v1-0").
+    """
     from safetensors.torch import save_file
 
     gen = torch.Generator().manual_seed(seed)
@@ -105,6 +116,6 @@ def write_kohya_lora(
         tensors[f"{key}.lora_up.weight"] = up.half()
         tensors[f"{key}.alpha"] = torch.tensor(alpha, dtype=torch.float16)
     meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha),
-            "ss_base_model_version": "sd_v1", "ss_v2": "False"}  # fmt: skip
+            "ss_base_model_version": base, "ss_v2": "False"}  # fmt: skip
     save_file(tensors, str(path), meta)
     return path
