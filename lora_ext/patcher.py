@@ -5,8 +5,9 @@ storage dtype (fp32, fp16, bf16, fp8), with deltas computed in float32 on the we
 whose contributions changed since the last apply are visited: unchanged ones are left alone, dropped ones are restored,
 new ones are patched, and changed ones are recomputed from their backup straight into the tensor installed before.
 On CPU, when the products leave a core idle, a helper thread copies W₀ into new tensors or pristine backups ahead of the
-arithmetic and computes a share of the streamed low-precision slots whose destination the model does not see yet
-(``patching/staging.py``, ``_share_work``); when the copies fall behind, the caller runs the last ones itself. ``restore()`` puts back every original bit-exactly and frees all backups.
+arithmetic, then computes the streamed low-precision slots whose destination the model does not see yet; whenever the
+caller would wait for it, the caller runs the last of those steps itself (``patching/staging.py``), so the two threads
+share the work without a cost model. ``restore()`` puts back every original bit-exactly and frees all backups.
 An exception inside ``apply`` restores the whole model and comes back as an error ``Problem`` naming the layer.
 
 The patcher is an object the host owns (one per model); it keeps no module-level state and is safe to call from
@@ -198,9 +199,9 @@ class Patcher:
                             current = slots[key]
                             jobs.append((key, self._reserve(current, reuse.get(key))))
                         current = None
-                        shared = _share_work(jobs) if stager.threaded else set()
-                        # The helper runs every fill first, then its share of whole slots: the caller's slots are
-                        # never queued behind a whole computation.
+                        shared = _shareable(jobs) if stager.threaded else set()
+                        # The helper runs every fill first, then the shared slots: the caller's own slots are never
+                        # queued behind a whole computation.
                         takes = {
                             key: stager.submit(_on_cpu(slots[key]), _fill, ready, stealable=True)
                             for key, ready in jobs
@@ -208,15 +209,19 @@ class Patcher:
                         }
                         if shared:
                             # Made on the caller's thread, so the helper allocates nothing (memory a thread
-                            # allocates stays in its own malloc arena, which malloc_trim does not empty).
-                            scratch = torch.empty(
-                                max(scratch_elements(p.dest) for k, p in jobs if k in shared)
+                            # allocates stays in its own malloc arena, which malloc_trim does not empty): one scratch
+                            # block for each thread, as each runs its steps one at a time.
+                            size = max(scratch_elements(p.dest) for k, p in jobs if k in shared)
+                            scratches = _Scratches(
+                                threading.get_ident(), torch.empty(size), torch.empty(size)
                             )
                             for key, ready in jobs:
                                 if key in shared:
                                     current = slots[key]
                                     pairs = stream_factors(current, ready.dest, self._fuse(ready.dest))
-                                    takes[key] = stager.submit(True, _stream, ready, pairs, scratch)
+                                    takes[key] = stager.submit(
+                                        True, _stream, ready, pairs, scratches, stealable=True
+                                    )
                         for key in sorted(takes, key=lambda k: k in shared):
                             current = slots[key]
                             self._apply_one(key, current, skipped, takes[key]())
@@ -440,41 +445,34 @@ def _fill(prepared: _Prepared) -> _Prepared:
     return prepared
 
 
+@dataclass
+class _Scratches:
+    """The float32 blocks streamed slots use: one for the thread that called ``apply``, one for the helper."""
+
+    caller: int
+    for_caller: torch.Tensor
+    for_helper: torch.Tensor
+
+    def mine(self) -> torch.Tensor:
+        return self.for_caller if threading.get_ident() == self.caller else self.for_helper
+
+
 def _stream(
-    prepared: _Prepared, pairs: list[tuple[torch.Tensor, torch.Tensor]], scratch: torch.Tensor
+    prepared: _Prepared, pairs: list[tuple[torch.Tensor, torch.Tensor]], scratches: _Scratches
 ) -> _Prepared:
-    """Compute a streamed slot whose destination is ``hidden`` (on the stager's helper thread, which takes its turns
-    one at a time and so needs one scratch block for all of them); the caller installs the outcome."""
-    stream_rows(prepared.w0, prepared.dest, pairs, scratch)
+    """Compute a shared streamed slot (on the stager's helper thread, or on the caller when it takes the step over);
+    the caller installs the outcome. The bits do not depend on the thread or on the scratch block used."""
+    stream_rows(prepared.w0, prepared.dest, pairs, scratches.mine())
     prepared.outcome = SlotResult(weight_changed=True)
     return prepared
 
 
-#: Relative cost per element on one core (docs/PERFORMANCE.md floors): a copy of W₀ (M), the products (G), and a
-#: streamed low-precision slot (products plus the conversion of each block to float32 and back).
-_COPY_COST, _PRODUCT_COST, _STREAM_COST = 0.85, 1.0, 1.5
-
-
-def _share_work(jobs: list[tuple[int, _Prepared]]) -> set[int]:
-    """The slots the helper thread computes whole, chosen so that both threads finish at about the same time.
-
-    Only streamed slots (low-precision CPU weights with plain factors, ``streams_rows``) whose destination is ``hidden``
-    qualify: they need no copy of W₀ first, and the caller can hand over everything they need, so the helper thread
-    allocates nothing. The helper first does every copy of W₀ the other slots need; then each qualifying slot goes to
-    whichever thread has less work so far. Which thread computes a slot never changes its bits (both run the same
-    kernels with one intra-op thread, see ``Patcher._overlaps``).
-    """
-    helper = sum(_COPY_COST * p.dest.numel() * p.dest.element_size() / 4 for _, p in jobs if p.copies)
-    caller = 0.0
-    shared: set[int] = set()
-    for key, prepared in jobs:
-        cost = prepared.dest.numel() * (_STREAM_COST if prepared.w0 is not None else _PRODUCT_COST)
-        if prepared.w0 is not None and prepared.hidden and helper < caller:  # w0: streamed, so on the CPU
-            shared.add(key)
-            helper += cost
-        else:
-            caller += cost
-    return shared
+def _shareable(jobs: list[tuple[int, _Prepared]]) -> set[int]:
+    """The slots that are queued for the helper thread whole: streamed slots (low-precision CPU weights with plain
+    factors, ``streams_rows``) whose destination is ``hidden``. They need no copy of W₀ first and the caller can hand
+    over everything they need, so the helper allocates nothing, and either thread may compute them (both run the same
+    kernels with one intra-op thread, see ``Patcher._overlaps``)."""
+    return {key for key, prepared in jobs if prepared.w0 is not None and prepared.hidden}
 
 
 def _on_cpu(slot: Slot) -> bool:

@@ -243,32 +243,40 @@ def test_stager_caller_runs_the_steps_the_helper_has_not_started_from_the_back_a
     assert not _stage_threads() and order == [3, 2, 1]  # nothing ran twice
 
 
-def _recording_compute(monkeypatch, fail_on_helper: bool = False) -> list[str]:
-    """Record the thread of every slot computation (``compute_slot`` on the caller, ``_stream`` on the helper);
-    optionally make the helper's first one raise."""
-    seen: list[str] = []
-    real_compute, real_stream = patcher_module.compute_slot, patcher_module._stream
+def _gated_streams(monkeypatch, total: int, fail: bool = False) -> list[str]:
+    """Like ``_gated_fill`` for the shared streamed slots (``_stream``): the helper's first one waits until the caller
+    has computed the ``total - 1`` others (then raises, when ``fail``). Returns the thread of every ``_stream``."""
+    threads: list[str] = []
+    helper_started, caller_done = threading.Event(), threading.Event()
+    real = patcher_module._stream
 
-    def compute(*args, **kwargs):
-        seen.append(threading.current_thread().name)
-        return real_compute(*args, **kwargs)
+    def gated(*args):
+        name = threading.current_thread().name
+        threads.append(name)
+        if _is_helper(name):
+            helper_started.set()
+            assert caller_done.wait(10), "the caller did not take over the slots the helper had not started"
+            if fail:
+                raise RuntimeError("simulated: a product failed on the helper thread")
+        else:
+            assert helper_started.wait(10)
+            if sum(not _is_helper(t) for t in threads) == total - 1:
+                caller_done.set()
+        return real(*args)
 
-    def stream(*args):
-        seen.append(threading.current_thread().name)
-        if fail_on_helper:
-            raise RuntimeError("simulated: a product failed on the helper thread")
-        return real_stream(*args)
+    monkeypatch.setattr(patcher_module, "_stream", gated)
+    return threads
 
-    monkeypatch.setattr(patcher_module, "compute_slot", compute)
-    monkeypatch.setattr(patcher_module, "_stream", stream)
-    return seen
+
+def _streamed_slots(net) -> int:
+    return sum(isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) for m in net.modules())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_swap_slots_are_computed_on_both_threads_with_the_bits_of_a_serial_apply(dtype, monkeypatch):
-    """Low-precision swap slots with plain factors need no copy of W₀ first, so the helper thread computes about half
-    of them whole, in a fresh apply and in a switch (tensors reused)."""
-    seen = _recording_compute(monkeypatch)
+    """Low-precision swap slots with plain factors need no copy of W₀ first, so they are queued for the helper thread
+    whole, and the caller computes every one the helper has not started when it would otherwise wait: in a fresh apply
+    and in a switch (tensors reused). The helper is held in its first slot here, so the caller computes all others."""
     nets, patchers, loras = [], [], []
     for overlap in (False, True):
         net = tiny_net(dtype)
@@ -278,9 +286,11 @@ def test_swap_slots_are_computed_on_both_threads_with_the_bits_of_a_serial_apply
         loras.append((plain_lora(net, "p", rank=2), plain_lora(net, "q", rank=3)))
     for step in (lambda p, q: active((p, 1.0)), lambda p, q: active((p, -0.5), (q, 0.8))):
         assert patchers[0].apply(step(*loras[0])).ok
-        seen.clear()
+        before = patcher_module._stream
+        threads = _gated_streams(monkeypatch, _streamed_slots(nets[1]))
         assert patchers[1].apply(step(*loras[1])).ok
-        assert {name.startswith("lora_ext-stage") for name in seen} == {True, False}, seen
+        monkeypatch.setattr(patcher_module, "_stream", before)
+        assert sum(map(_is_helper, threads)) == 1 and len(threads) == _streamed_slots(nets[1]), threads
         assert snapshot(nets[1]) == snapshot(nets[0])
     patchers[1].restore()
     assert not _stage_threads()
@@ -294,9 +304,10 @@ def test_a_failure_in_a_slot_computed_on_the_helper_thread_restores_the_pristine
     patcher = Patcher("swap", overlap=True)
     if switch:  # reused tensors: the model sees them while the helper writes them
         assert patcher.apply(active((a, 1.0), (b, 0.5))).ok
-    _recording_compute(monkeypatch, fail_on_helper=True)
+    threads = _gated_streams(monkeypatch, _streamed_slots(net), fail=True)
     result = patcher.apply(active((a, -0.6), (b, 1.5)))
     assert result.failed and not patcher.is_patched
+    assert sum(map(_is_helper, threads)) == 1
     assert "a product failed on the helper thread" in result.problems[-1].message
     assert snapshot(net) == pristine and patcher.held_bytes() == 0
     assert not _stage_threads()
@@ -347,15 +358,14 @@ def _jobs(count: int, dtype: torch.dtype, strategy: str):
     return [(key, patcher._reserve(slot, None)) for key, slot in slots.items()], slots
 
 
-def test_share_work_gives_the_helper_half_of_the_streamed_swap_slots_and_nothing_else():
+def test_only_streamed_swap_slots_are_queued_for_the_helper_thread_whole():
     jobs, slots = _jobs(40, torch.float16, "swap")
     assert all(not p.copies and p.w0 is not None for _, p in jobs)  # streamed: no copy of W₀ beforehand
-    shared = patcher_module._share_work(jobs)
-    assert len(shared) == 20 and [k for k, _ in jobs][1::2] == sorted(shared, key=list(slots).index)
+    assert patcher_module._shareable(jobs) == set(slots)
     # fp32 slots are not streamed: the helper thread only copies W₀ for them (computing there would allocate there).
     jobs, slots = _jobs(40, torch.float32, "swap")
     assert all(p.copies and p.w0 is None for _, p in jobs)
-    assert patcher_module._share_work(jobs) == set()
+    assert patcher_module._shareable(jobs) == set()
     # copy strategy: the Parameter itself is written, so only the caller computes.
     jobs, slots = _jobs(10, torch.float16, "copy")
-    assert patcher_module._share_work(jobs) == set()
+    assert patcher_module._shareable(jobs) == set()
