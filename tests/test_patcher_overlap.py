@@ -71,29 +71,31 @@ def _count_fills(monkeypatch, strategy: str, requests) -> list[int]:
     return counts
 
 
-def _gated_fill(monkeypatch, total: int, fail: bool = False) -> list[str]:
-    """Make the helper thread's first ``_fill`` wait until the caller has run all ``total - 1`` others itself (and
-    then raise, when ``fail``); the caller's fills first wait until the helper has started one. Returns the thread
-    name of every fill, in call order."""
+def _gated(monkeypatch, step: str, total: int, error: Exception | None = None) -> list[str]:
+    """Make the helper thread's first call of ``patcher_module.<step>`` (``_fill``: a copy of W₀, ``_stream``: a shared
+    streamed slot) wait until the caller has run all ``total - 1`` others itself, and then raise ``error`` if given;
+    the caller's calls first wait until the helper has started one. Returns the thread name of every call, in order."""
     threads: list[str] = []
     helper_started, caller_done = threading.Event(), threading.Event()
-    real = patcher_module._fill
+    real = getattr(patcher_module, step)
 
-    def gated(prepared):
+    def gated(*args):
         name = threading.current_thread().name
         threads.append(name)
         if _is_helper(name):
             helper_started.set()
-            assert caller_done.wait(10), "the caller did not take over the copies the helper had not started"
-            if fail:
-                raise MemoryError("simulated: no memory for the new tensor")
+            assert caller_done.wait(10), (
+                f"the caller did not take over the {step} steps the helper had not started"
+            )
+            if error is not None:
+                raise error
         else:
             assert helper_started.wait(10)
             if sum(not _is_helper(t) for t in threads) == total - 1:
                 caller_done.set()
-        return real(prepared)
+        return real(*args)
 
-    monkeypatch.setattr(patcher_module, "_fill", gated)
+    monkeypatch.setattr(patcher_module, step, gated)
     return threads
 
 
@@ -141,7 +143,7 @@ def test_the_caller_takes_over_the_copies_the_helper_has_not_started_with_the_bi
         for i, request in enumerate(requests(*loras)):
             gated = overlap and i == int(switch)
             if gated:
-                threads = _gated_fill(monkeypatch, counts[i])
+                threads = _gated(monkeypatch, "_fill", counts[i])
             assert patcher.apply(request).ok
             if gated:
                 monkeypatch.undo()
@@ -164,7 +166,9 @@ def test_a_failure_on_the_helper_thread_restores_the_pristine_model_and_names_th
     patcher = Patcher(strategy, overlap=True)
     if switch:
         assert patcher.apply(requests(a, b, c)[0]).ok
-    threads = _gated_fill(monkeypatch, counts[int(switch)], fail=True)
+    threads = _gated(
+        monkeypatch, "_fill", counts[int(switch)], MemoryError("simulated: no memory for the new tensor")
+    )
     result = patcher.apply(requests(a, b, c)[int(switch)])
     assert result.failed and not patcher.is_patched
     assert sum(map(_is_helper, threads)) == 1  # the one that raised
@@ -243,31 +247,6 @@ def test_stager_caller_runs_the_steps_the_helper_has_not_started_from_the_back_a
     assert not _stage_threads() and order == [3, 2, 1]  # nothing ran twice
 
 
-def _gated_streams(monkeypatch, total: int, fail: bool = False) -> list[str]:
-    """Like ``_gated_fill`` for the shared streamed slots (``_stream``): the helper's first one waits until the caller
-    has computed the ``total - 1`` others (then raises, when ``fail``). Returns the thread of every ``_stream``."""
-    threads: list[str] = []
-    helper_started, caller_done = threading.Event(), threading.Event()
-    real = patcher_module._stream
-
-    def gated(*args):
-        name = threading.current_thread().name
-        threads.append(name)
-        if _is_helper(name):
-            helper_started.set()
-            assert caller_done.wait(10), "the caller did not take over the slots the helper had not started"
-            if fail:
-                raise RuntimeError("simulated: a product failed on the helper thread")
-        else:
-            assert helper_started.wait(10)
-            if sum(not _is_helper(t) for t in threads) == total - 1:
-                caller_done.set()
-        return real(*args)
-
-    monkeypatch.setattr(patcher_module, "_stream", gated)
-    return threads
-
-
 def _streamed_slots(net) -> int:
     return sum(isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) for m in net.modules())
 
@@ -287,7 +266,7 @@ def test_swap_slots_are_computed_on_both_threads_with_the_bits_of_a_serial_apply
     for step in (lambda p, q: active((p, 1.0)), lambda p, q: active((p, -0.5), (q, 0.8))):
         assert patchers[0].apply(step(*loras[0])).ok
         before = patcher_module._stream
-        threads = _gated_streams(monkeypatch, _streamed_slots(nets[1]))
+        threads = _gated(monkeypatch, "_stream", _streamed_slots(nets[1]))
         assert patchers[1].apply(step(*loras[1])).ok
         monkeypatch.setattr(patcher_module, "_stream", before)
         assert sum(map(_is_helper, threads)) == 1 and len(threads) == _streamed_slots(nets[1]), threads
@@ -304,7 +283,12 @@ def test_a_failure_in_a_slot_computed_on_the_helper_thread_restores_the_pristine
     patcher = Patcher("swap", overlap=True)
     if switch:  # reused tensors: the model sees them while the helper writes them
         assert patcher.apply(active((a, 1.0), (b, 0.5))).ok
-    threads = _gated_streams(monkeypatch, _streamed_slots(net), fail=True)
+    threads = _gated(
+        monkeypatch,
+        "_stream",
+        _streamed_slots(net),
+        RuntimeError("simulated: a product failed on the helper thread"),
+    )
     result = patcher.apply(active((a, -0.6), (b, 1.5)))
     assert result.failed and not patcher.is_patched
     assert sum(map(_is_helper, threads)) == 1
