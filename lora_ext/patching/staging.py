@@ -30,34 +30,31 @@ T = TypeVar("T")
 
 
 class _Step:
-    """One step queued for the helper thread; the caller may run it instead (``steal``) while the helper has not
-    started it."""
+    """One step queued for the helper thread (``future``); the caller may run it instead (``steal``) while the helper
+    has not started it."""
 
-    def __init__(self, run: Callable[[], Any], stealable: bool) -> None:
-        self.run, self.stealable = run, stealable
-        self.future: Future | None = None
+    def __init__(self, run: Callable[[], Any], future: Future, stealable: bool) -> None:
+        self.run, self.future, self.stealable = run, future, stealable
         self._stolen = False
         self._value: Any = None
         self._error: BaseException | None = None
 
     def steal(self) -> bool:
         """Run the step on the calling thread if the helper has not started it; False when it has (or it is done)."""
-        assert self.future is not None
-        if (
-            not self.stealable or self._stolen or not self.future.cancel()
-        ):  # cancel() is True again once cancelled
+        if not self.stealable or self._stolen:  # (cancel() would say True again for a step stolen before)
+            return False
+        if not self.future.cancel():  # the helper has started or finished it
             return False
         self._stolen = True
         self._value, self._error = _outcome(self.run)
         return True
 
     def result(self) -> Any:
-        if self._stolen:
-            if self._error is not None:
-                raise self._error
-            return self._value
-        assert self.future is not None
-        return self.future.result()
+        if not self._stolen:
+            return self.future.result()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _outcome(run: Callable[[], Any]) -> tuple[Any, BaseException | None]:
@@ -106,15 +103,15 @@ class Stager:
         """
         if self._executor is None or not background:
             return functools.partial(fn, *args)
-        step = _Step(functools.partial(self._in_modes, fn, args), stealable)
-        step.future = self._executor.submit(step.run)
+        run = functools.partial(self._in_modes, fn, args)
+        step = _Step(run, self._executor.submit(run), stealable)
         if stealable:
             self._stealable.append(step)
         return functools.partial(self._take, step)
 
     def _take(self, step: _Step) -> Any:
         step.steal()
-        while step.future is not None and step.future.running() and self._steal_last():
+        while step.future.running() and self._steal_last():
             pass
         return step.result()
 
