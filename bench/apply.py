@@ -131,9 +131,8 @@ def floors(targets: dict, lora_file, repeats: int) -> tuple[Ms, Ms, Ms]:
     from safetensors.torch import load_file
 
     weights = [m.weight.detach() for m in targets.values()]
-    [
-        w.clone() for w in weights
-    ]  # warm-up: M measures memory the allocator kept, as a repeated apply finds it
+    # Warm-up: M measures memory the allocator kept, as a repeated apply finds it.
+    [w.clone() for w in weights]
     m_ms = median_ms(lambda: [w.clone() for w in weights], repeats)
     m_fresh_ms = median_ms(lambda: [w.clone() for w in weights], repeats, trim)
     sd = load_file(str(lora_file))
