@@ -29,8 +29,3 @@ def alpha_scale(alpha: float | None, rank: int) -> float:
     if alpha is None or alpha == 0 or rank <= 0:
         return 1.0
     return float(alpha) / float(rank)
-
-
-def shape_text(tensor: torch.Tensor) -> str:
-    """A shape as ``[a, b, c]`` for messages."""
-    return "[" + ", ".join(str(d) for d in tensor.shape) + "]"

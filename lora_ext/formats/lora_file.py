@@ -17,7 +17,7 @@ import torch
 from lora_ext.adapters import LoraFile
 from lora_ext.errors import Problem
 from lora_ext.formats.safetensors_data import read_safetensors_tensors
-from lora_ext.formats.safetensors_header import SafetensorsHeader, read_safetensors_header
+from lora_ext.formats.safetensors_header import read_safetensors_header
 
 PICKLE_SUFFIXES = (".pt", ".ckpt", ".bin", ".pth")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -202,8 +202,3 @@ def _attach_adapter_config(file: LoraFile) -> None:
     except (OSError, ValueError, UnicodeDecodeError):
         return
     file.metadata[ADAPTER_CONFIG] = text
-
-
-def header_shapes(header: SafetensorsHeader) -> dict[str, tuple[int, ...]]:
-    """Key -> shape from a parsed header (for architecture detection without loading tensors)."""
-    return {key: shape for key, (_dtype, shape) in header.tensors.items()}
