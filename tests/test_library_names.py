@@ -171,3 +171,17 @@ def test_duplicate_bare_name_prefers_a_visible_file(tmp_path):
     library.refresh()
     assert _path(library.resolve("x")) == str(tmp_path / "L" / "sub" / "x.safetensors")
     assert _path(library.resolve(".old/x")) == str(tmp_path / "L" / ".old" / "x.safetensors")
+
+
+def test_output_name_none_is_no_alias(tmp_path):
+    """kohya writes ``ss_output_name: "None"`` when trained without --output_name; the webui forbids that alias
+    (A1111_CONTRACT §10.1), so a card never inserts ``<lora:None:…>`` and no "shared alias" note appears."""
+    write_lora(tmp_path / "L" / "last.safetensors", metadata={"ss_output_name": "None"})
+    write_lora(tmp_path / "L" / "sub" / "other.safetensors", metadata={"ss_output_name": "none"}, seed=1)
+    library = LoraLibrary([tmp_path / "L"], cache_path=False)
+    report = library.refresh()
+    last = next(e for e in library.entries() if e.name == "last")
+    assert last.alias == "last"
+    assert library.tag_name(last, "alias") == "last"
+    assert isinstance(library.resolve("None"), Problem)
+    assert report.duplicates == []

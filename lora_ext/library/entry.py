@@ -114,8 +114,8 @@ class LoraEntry:
     """One LoRA file found under a library root.
 
     name: filename stem (the file name minus its LoRA extension only; inner dots are kept, USERS S8).
-    alias: ``ss_output_name`` from the metadata, else ``name``. Whether the alias resolves is the library's call
-        (a clashing alias resolves to nothing; see ``LoraLibrary.resolve``).
+    alias: ``ss_output_name`` from the metadata (not "None", which kohya writes for no name), else ``name``. Whether
+        the alias resolves is the library's call (a clashing alias resolves to nothing; see ``LoraLibrary.resolve``).
     relpath: ``folder/name`` relative to the root, POSIX separators, no extension.
     path: absolute path as found under the root (symlinks not resolved).
     root: the absolute root folder this file was found under.

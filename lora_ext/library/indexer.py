@@ -22,6 +22,10 @@ from lora_ext.library.reads import ReadCounter
 from lora_ext.library.scan import FoundFile, walk_roots
 from lora_ext.library.sidecars import SidecarData, find_preview, read_sidecars
 
+#: ``ss_output_name`` values that are no alias (lower case): kohya writes "None" when trained without --output_name,
+#: and the webui forbids that alias (A1111_CONTRACT §10.1), so such files go by their file name.
+NO_ALIAS = ("none",)
+
 #: Fingerprint of a file whose last read failed for a reason that may pass (permissions): never equal to a real one.
 _RETRY = ("retry",)
 
@@ -294,11 +298,13 @@ def build_entry(item: FoundFile, data: FileData, sidecars: SidecarData, preview:
     if not isinstance(description, str) or not description.strip():
         description = sidecars.text_description
     alias = data.metadata.get("ss_output_name")
+    if not isinstance(alias, str) or alias.strip().lower() in NO_ALIAS:
+        alias = None
     if preview is None and data.cover_count:
         preview = EMBEDDED_PREVIEW + "0"
     return LoraEntry(
         name=item.name,
-        alias=alias.strip() if isinstance(alias, str) and alias.strip() else item.name,
+        alias=alias.strip() if alias and alias.strip() else item.name,
         relpath=item.relpath,
         path=item.path,
         root=item.root,
