@@ -84,15 +84,13 @@ def remap_prompt_by_hashes(
     lookup: short hash (12 lowercase hex) → the local names (as a tag would write them) having that hash.
     Only the name argument is replaced; weights and options stay byte-identical. Returns the new prompt and one
     note per decision: each rename, and each tag left as written because its hash is invalid, is the empty-input
-    hash, matches no local name, or matches several.
+    hash, matches no local name, or matches several, or because several names of the prompt share its infotext
+    name (``a/style`` and ``b/style`` are both written as ``style``, so the one hash is only one of theirs).
     """
-    decisions: dict[str, str | None] = {}
-    notes: list[str] = []
-    pieces: list[str] = []
-    last = 0
+    tags: list[tuple[re.Match[str], list[str], int, str]] = []
+    names_by_alias: dict[str, list[str]] = {}
     for match in TAG_PATTERN.finditer(prompt):
-        network = match.group(1)
-        if network not in NETWORKS:
+        if match.group(1) not in NETWORKS:
             continue
         args = match.group(2).split(":")
         index = _name_index(args)
@@ -102,8 +100,27 @@ def remap_prompt_by_hashes(
         alias = name if name in hashes else infotext_name(name)
         if alias not in hashes:
             continue
+        tags.append((match, args, index, alias))
+        same = names_by_alias.setdefault(alias, [])
+        if name not in same:
+            same.append(name)
+
+    decisions: dict[str, str | None] = {}
+    notes: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    for match, args, index, alias in tags:
+        network, name = match.group(1), args[index]
         if alias not in decisions:
-            decisions[alias] = _decide(alias, hashes[alias], lookup, notes)
+            if len(names_by_alias[alias]) > 1:
+                shown = ", ".join(names_by_alias[alias])
+                notes.append(
+                    f"Lora hashes: {shown} are all written as {alias} in the infotext, so its hash "
+                    f"{hashes[alias].strip().lower()} belongs to only one of them; left as written."
+                )
+                decisions[alias] = None
+            else:
+                decisions[alias] = _decide(alias, hashes[alias], lookup, notes)
         local = decisions[alias]
         if local is None or local == name:
             continue

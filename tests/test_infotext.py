@@ -105,9 +105,21 @@ def test_remap_renames_on_a_unique_valid_match_and_keeps_every_other_byte() -> N
 
 
 def test_remap_matches_folder_qualified_and_named_first_tags() -> None:
-    prompt = "<lora:chars/alice:0.7> <lora:te=0.2:alice:1>"
-    new, _ = remap_prompt_by_hashes(prompt, {"alice": H1}, lookup_from({H1: ["people/alice_v2"]}))
-    assert new == "<lora:people/alice_v2:0.7> <lora:te=0.2:people/alice_v2:1>"
+    lookup = lookup_from({H1: ["people/alice_v2"]})
+    new, _ = remap_prompt_by_hashes("<lora:chars/alice:0.7> <lora:chars/alice:1>", {"alice": H1}, lookup)
+    assert new == "<lora:people/alice_v2:0.7> <lora:people/alice_v2:1>"
+    new, _ = remap_prompt_by_hashes("<lora:te=0.2:alice:1>", {"alice": H1}, lookup)
+    assert new == "<lora:te=0.2:people/alice_v2:1>"
+
+
+def test_remap_leaves_two_names_sharing_one_infotext_name() -> None:
+    """``a/style`` and ``b/style`` are both written as ``style`` (bare names, H3), so the one hash belongs to only
+    one of them: renaming would put the same LoRA in place of both (H6). Both stay, with a note."""
+    prompt = "<lora:a/style:1> <lora:b/style:0.5>"
+    new, notes = remap_prompt_by_hashes(prompt, {"style": H1}, lookup_from({H1: ["a/style"]}))
+    assert new == prompt
+    assert len(notes) == 1
+    assert "a/style" in notes[0] and "b/style" in notes[0] and "left as written" in notes[0]
 
 
 def test_remap_looks_each_hash_up_once_in_lowercase() -> None:
