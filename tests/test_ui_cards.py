@@ -175,3 +175,26 @@ def test_a_card_behind_an_earlier_root_gets_the_root_qualified_tag(tmp_path):
     assert [c["tag_name"] for c in cards] == ["z", "LyCORIS/sub/z"]
     for card, entry in zip(cards, library.entries(), strict=True):
         assert library.resolve(card["tag_name"]).path == entry.path
+
+
+def test_search_finds_hashes_the_library_already_knows(tmp_path):
+    """C15, H5: a user pastes the sha256 prefix Civitai shows (AutoV2, 10 digits) or the infotext short hash into
+    the search; it finds the card once the library knows the file's hashes, without reading any file for it."""
+    from lora_ext.library import LoraLibrary, page_items
+    from tests.test_ui_previews import write_lora
+
+    write_lora(tmp_path / "hashed.safetensors")
+    write_lora(tmp_path / "other.safetensors", {"ss_output_name": "other"})
+    library = LoraLibrary([str(tmp_path)], cache_path=False)
+    library.refresh()
+    hashed = next(e for e in library.entries() if e.name == "hashed")
+    before = card_data(library.entries(), library=library)["cards"]
+    assert library.hash_reads == 0  # building cards never hashes
+    hashes = library.hashes(hashed)
+    cards = by_name(card_data(library.entries(), library=library))
+    for term in (hashes.sha256[:10], hashes.shorthash, hashes.addnet):
+        assert term in cards["hashed"]["search"]
+        assert term not in cards["other"]["search"]
+        assert term not in by_name({"cards": before})["hashed"]["search"]
+    items = {i["name"]: i for i in page_items(library)}
+    assert hashes.sha256[:10] in items["hashed"]["search_text"]

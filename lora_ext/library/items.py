@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry
+from lora_ext.library.entry import EMBEDDED_PREVIEW, Hashes, LoraEntry
 
 if TYPE_CHECKING:
     from lora_ext.library.library import LoraLibrary
 
 
-def page_item(entry: LoraEntry, index: int, tag_name: str, search_only: bool = False) -> dict[str, Any]:
-    """Card data for one entry.
+def page_item(
+    entry: LoraEntry,
+    index: int,
+    tag_name: str,
+    search_only: bool = False,
+    hashes: Hashes | None = None,
+) -> dict[str, Any]:
+    """Card data for one entry; ``hashes`` (when known) are searchable (USERS C15).
 
     Keys: ``key`` (unique: root-qualified path without extension), ``name`` (file stem), ``alias``, ``tag_name`` (what
     a click inserts; resolves back to this file), ``relpath``, ``filename`` (absolute path), ``folder``, ``arch``,
@@ -28,6 +34,8 @@ def page_item(entry: LoraEntry, index: int, tag_name: str, search_only: bool = F
     terms = [entry.relpath + entry.ext, entry.alias, entry.description, entry.activation_text, *civitai_words]
     if shorthash:
         terms.append(entry.sshs_model_hash or "")
+    if hashes is not None:
+        terms += [h for h in (hashes.addnet, hashes.computed_addnet, hashes.sha256) if h and h not in terms]
     terms = [t for t in terms if t]
     return {
         "key": f"{entry.root}/{entry.relpath}",
@@ -65,11 +73,17 @@ def page_items(library: LoraLibrary, prefer: Literal["alias", "filename"] = "ali
     """``page_item`` for the entries a page shows, in natural path order (``sort_keys["default"]`` counts them).
 
     Entries under dot-folders follow the library's ``hidden`` mode: "always" shows them like the rest, "when
-    searched" marks them ``search_only``, "never" leaves them out.
+    searched" marks them ``search_only``, "never" leaves them out. Hashes the library already knows are searchable.
     """
     mode = library.hidden
     shown = [e for e in library.entries() if not (e.hidden and mode == "never")]
     return [
-        page_item(entry, i, library.tag_name(entry, prefer), entry.hidden and mode == "when searched")
+        page_item(
+            entry,
+            i,
+            library.tag_name(entry, prefer),
+            entry.hidden and mode == "when searched",
+            library.known_hashes(entry),
+        )
         for i, entry in enumerate(shown)
     ]

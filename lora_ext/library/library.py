@@ -319,14 +319,19 @@ class LoraLibrary:
             if isinstance(computed, Problem):
                 return computed
             known = computed
-        if known is None:
-            if embedded is None:
-                return None
-            return Hashes(addnet=embedded, sha256=None, shorthash=embedded[:12], source="sshs_model_hash")
-        addnet, full = known
-        if embedded is not None:
-            return Hashes(embedded, full, embedded[:12], "sshs_model_hash", computed_addnet=addnet)
-        return Hashes(addnet, full, addnet[:12], "computed", computed_addnet=addnet)
+        return _hashes(embedded, known)
+
+    def known_hashes(self, entry: LoraEntry) -> Hashes | None:
+        """The hashes of ``entry`` known without touching the disk: embedded, or computed earlier for the file as
+        the last refresh saw it (what card search shows, USERS C15); None when none is known yet."""
+        snapshot = self._snapshot
+        current = snapshot.by_path.get(entry.path)
+        if current is None:
+            return None
+        key = snapshot.fingerprints.get(current.path)
+        fp = key[0] if key and isinstance(key[0], list) else None
+        known = self._hashes.known(current.path, fp) if fp is not None else None
+        return _hashes(current.sshs_model_hash, known)
 
     def by_shorthash(self, shorthash: str, compute_missing: bool = False) -> list[LoraEntry]:
         """Entries whose addnet hash (embedded or computed), full sha256 or embedded ``modelspec.hash_sha256``
@@ -359,3 +364,15 @@ class LoraLibrary:
         if self._counter.hash_reads != before:
             self.save_cache()
         return matches
+
+
+def _hashes(embedded: str | None, known: tuple[str, str] | None) -> Hashes | None:
+    """``Hashes`` from an embedded ``sshs_model_hash`` and a computed (addnet, sha256) pair, either maybe None."""
+    if known is None:
+        if embedded is None:
+            return None
+        return Hashes(addnet=embedded, sha256=None, shorthash=embedded[:12], source="sshs_model_hash")
+    addnet, full = known
+    if embedded is not None:
+        return Hashes(embedded, full, embedded[:12], "sshs_model_hash", computed_addnet=addnet)
+    return Hashes(addnet, full, addnet[:12], "computed", computed_addnet=addnet)

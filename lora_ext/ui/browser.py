@@ -25,7 +25,7 @@ def browser_html(prefix: str) -> str:
     return (
         f'<div class="lora-ext-browser" data-prefix="{esc(prefix, quote=True)}">'
         '<div class="lora-ext-controls">'
-        '<input class="lora-ext-search" type="search" placeholder="Search name, alias, folder, description, tags…" '
+        '<input class="lora-ext-search" type="search" placeholder="Search name, alias, folder, description, tags, hash…" '
         'aria-label="Search LoRAs">'
         f'<select class="lora-ext-sort" aria-label="Sort by">{sorts}</select>'
         '<button class="lora-ext-order" title="Ascending / descending">↑</button>'

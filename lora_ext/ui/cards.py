@@ -140,13 +140,22 @@ def search_tags(metadata: dict[str, Any], limit: int = SEARCH_TAGS) -> list[str]
     return out
 
 
-def _search_text(entry: LoraEntry, tags: list[str]) -> str:
+def hash_terms(entry: LoraEntry, hashes: Any | None = None) -> list[str]:
+    """The hashes a search may name (USERS C15, H4): the embedded ``sshs_model_hash`` and, when ``hashes`` (a
+    library ``Hashes``) is given, the addnet hash and the file's sha256 (whose first 10 digits are Civitai's
+    AutoV2). Full 64-digit values, so any prefix typed in the search box matches."""
+    values = [entry.sshs_model_hash]
+    if hashes is not None:
+        values += [getattr(hashes, k, None) for k in ("addnet", "computed_addnet", "sha256")]
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _search_text(entry: LoraEntry, tags: list[str], hashes: Any | None = None) -> str:
     parts = [entry.name, entry.alias, entry.relpath, entry.description, entry.activation_text, entry.arch]
     parts += [str(entry.user_metadata.get("notes", ""))]
     if entry.civitai is not None:
         parts += list(entry.civitai.trained_words) + [entry.civitai.base_model]
-    if entry.sshs_model_hash:
-        parts.append(entry.sshs_model_hash)
+    parts += hash_terms(entry, hashes)
     parts += tags
     return " ".join(p for p in parts if p).lower()
 
@@ -231,8 +240,10 @@ def card_record(
     model_arch: str | None = None,
     preview_url: PreviewUrl = no_preview,
     path_rank: int = 0,
+    hashes: Any | None = None,
 ) -> dict[str, Any]:
-    """The browser record of one entry (see ``card_data``); ``tag_name`` None marks a shadowed file."""
+    """The browser record of one entry (see ``card_data``); ``tag_name`` None marks a shadowed file; ``hashes``
+    (a library ``Hashes``, when known) join the search text."""
     tags = search_tags(entry.metadata)
     mismatch = bool(model_arch) and entry.arch != "Unknown" and entry.arch != model_arch
     fav = bool(entry.user_metadata.get("favorite"))
@@ -245,7 +256,7 @@ def card_record(
         "weight": weight or None,
         "activation": entry.activation_text.strip(),
         "negative": entry.negative_text.strip(),
-        "search": _search_text(entry, tags),
+        "search": _search_text(entry, tags, hashes),
         "folder": entry.folder,
         "arch": entry.arch,
         "mismatch": mismatch,
@@ -288,10 +299,13 @@ def card_data(
     ``hidden``, ``sort`` keys (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
 
     library: the ``LoraLibrary`` the entries come from; its ``tag_name`` decides the names (the tab always passes
-    it). Without it, ``tag_names`` decides from the names alone. Linear in the number of entries (the bench calls
-    it with 5 000 entries).
+    it), and the hashes it already knows (``known_hashes``, no file read) join the search text. Without it,
+    ``tag_names`` decides from the names alone. Linear in the number of entries (the bench calls it with 5 000
+    entries).
     """
     items = list(entries)
+    known = getattr(library, "known_hashes", None)
+    hashes = [known(e) for e in items] if known is not None else [None] * len(items)
     if library is not None:
         names = [library_tag_name(library, e, preferred_name) for e in items]
     else:
@@ -308,6 +322,7 @@ def card_data(
             model_arch=model_arch,
             preview_url=preview_url,
             path_rank=rank[i],
+            hashes=hashes[i],
         )
         for i, e in enumerate(items)
     ]
