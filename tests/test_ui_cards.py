@@ -198,3 +198,22 @@ def test_search_finds_hashes_the_library_already_knows(tmp_path):
         assert term not in by_name({"cards": before})["hashed"]["search"]
     items = {i["name"]: i for i in page_items(library)}
     assert hashes.sha256[:10] in items["hashed"]["search_text"]
+
+
+def test_hidden_folders_follow_the_libraries_hidden_mode(tmp_path):
+    """C1: files under dot-folders are search-only by default; the webui's "Hidden extra networks" setting
+    ("always" / "never", passed to the library) decides for the LoRA tab too."""
+    from lora_ext.library import LoraLibrary
+    from tests.test_ui_previews import write_lora
+
+    (tmp_path / ".old").mkdir()
+    write_lora(tmp_path / "shown.safetensors")
+    write_lora(tmp_path / ".old" / "secret.safetensors")
+    seen = {}
+    for mode in ("when searched", "always", "never"):
+        library = LoraLibrary([str(tmp_path)], cache_path=False, hidden=mode)
+        library.refresh()
+        seen[mode] = {c["name"]: c["hidden"] for c in card_data(library.entries(), library=library)["cards"]}
+    assert seen["when searched"] == {"shown": False, ".old/secret": True}
+    assert seen["always"] == {"shown": False, ".old/secret": False}
+    assert seen["never"] == {"shown": False}

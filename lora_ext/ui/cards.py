@@ -241,9 +241,11 @@ def card_record(
     preview_url: PreviewUrl = no_preview,
     path_rank: int = 0,
     hashes: Any | None = None,
+    search_only: bool | None = None,
 ) -> dict[str, Any]:
     """The browser record of one entry (see ``card_data``); ``tag_name`` None marks a shadowed file; ``hashes``
-    (a library ``Hashes``, when known) join the search text."""
+    (a library ``Hashes``, when known) join the search text; ``search_only`` (default: the entry is under a
+    dot-folder) shows the card only for searches."""
     tags = search_tags(entry.metadata)
     mismatch = bool(model_arch) and entry.arch != "Unknown" and entry.arch != model_arch
     fav = bool(entry.user_metadata.get("favorite"))
@@ -261,7 +263,7 @@ def card_record(
         "arch": entry.arch,
         "mismatch": mismatch,
         "fav": fav,
-        "hidden": entry.hidden,
+        "hidden": entry.hidden if search_only is None else search_only,
         "sort": {
             "name": entry.name.lower(),
             "path": path_rank,
@@ -296,14 +298,16 @@ def card_data(
     Each card: ``name`` (unique key, ``entry_keys``), ``tag_name`` (what ``<lora:NAME:W>`` uses; None for a shadowed
     file), ``weight`` (preferred weight as text or None = default multiplier at click time), ``activation``,
     ``negative``, ``search`` (lower-case text searched client-side), ``folder``, ``arch``, ``mismatch``, ``fav``,
-    ``hidden``, ``sort`` keys (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
+    ``hidden`` (search-only), ``sort`` keys (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
 
     library: the ``LoraLibrary`` the entries come from; its ``tag_name`` decides the names (the tab always passes
     it), and the hashes it already knows (``known_hashes``, no file read) join the search text. Without it,
-    ``tag_names`` decides from the names alone. Linear in the number of entries (the bench calls it with 5 000
-    entries).
+    ``tag_names`` decides from the names alone. Files under dot-folders follow the library's ``hidden`` mode (the
+    webui's "Hidden extra networks"): "when searched" (default) makes them search-only, "always" shows them like
+    the rest, "never" leaves them out. Linear in the number of entries (the bench calls it with 5 000 entries).
     """
-    items = list(entries)
+    mode = getattr(library, "hidden", "when searched")
+    items = [e for e in entries if not (e.hidden and mode == "never")]
     known = getattr(library, "known_hashes", None)
     hashes = [known(e) for e in items] if known is not None else [None] * len(items)
     if library is not None:
@@ -323,6 +327,7 @@ def card_data(
             preview_url=preview_url,
             path_rank=rank[i],
             hashes=hashes[i],
+            search_only=e.hidden and mode == "when searched",
         )
         for i, e in enumerate(items)
     ]
