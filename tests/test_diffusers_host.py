@@ -180,3 +180,38 @@ def test_memory_is_kept_while_loras_are_used_and_given_back_by_a_call_without(
     with host.applied("a dog"):
         pass
     assert calls == [1]
+
+
+def test_lookup_notes_reach_the_user(sd1_pipe, tmp_path):
+    """S5, S6: a bare name shared by two folders, or a name that matches only in another letter case, still
+    applies, and the host says which file it used (the library's warning), as the webui host does."""
+    for folder, seed in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        write_peft_lora(tmp_path / folder, "style", seed=seed)
+    host = DiffusersHost(sd1_pipe, LoraLibrary([str(tmp_path)], cache_path=False))
+    applied = host.prepare("x <lora:style:1>")
+    assert len(applied.active) == 1
+    warnings = [str(p) for p in applied.problems if p.severity == "warning"]
+    assert any("a/style" in w and "b/style" in w for w in warnings), applied.problems
+    applied = host.prepare("x <lora:A/STYLE:1>")
+    assert len(applied.active) == 1
+    assert any("letter case" in str(p) for p in applied.problems), applied.problems
+    assert host.prepare("x <lora:b/style:1>").problems == []
+
+
+def test_a_batch_of_prompts_uses_the_loras_of_the_first_and_says_so(sd1_pipe, lora_dir):
+    """S10: as in the webui, one batch uses the LoRAs of its first prompt; the tags are stripped from every prompt,
+    and a user whose other prompts ask for other LoRAs is told to run them as separate batches."""
+    host = host_for(sd1_pipe, lora_dir)
+    original = state(sd1_pipe)
+    gen = host.generate(
+        ["a cat <lora:style:0.7>", "a dog <lora:style:0.2>"],
+        generator=torch.Generator().manual_seed(3),
+        **GEN,
+    )
+    assert gen.applied.prompt == ["a cat ", "a dog "]
+    assert len(gen.images) == 2 and [a.te for a in gen.applied.active] == [0.7]
+    assert any("first prompt" in str(p) and p.severity == "warning" for p in gen.applied.problems)
+    assert_bit_identical(state(sd1_pipe), original)
+    same = host.prepare(["a <lora:style:0.7>", "b <lora:style:0.7>", "c <lora:style:0.7>"])
+    assert same.prompt == ["a ", "b ", "c "] and same.problems == []

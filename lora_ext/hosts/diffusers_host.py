@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem, is_problem
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
-from lora_ext.syntax import parse_prompt
+from lora_ext.syntax import LoraRequest, parse_prompt
 
 _UNET_CLASSES = ("UNet2DConditionModel",)
 _TE_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
@@ -69,13 +69,14 @@ def detect_family(components: dict[str, Any]) -> str:
 class Applied:
     """What one ``DiffusersHost.applied`` block set up.
 
-    prompt: the prompt with every ``<lora:…>``/``<lyco:…>`` tag removed (what the pipeline receives).
+    prompt: the prompt with every ``<lora:…>``/``<lyco:…>`` tag removed (what the pipeline receives); a list when
+        a batch of prompts was given.
     active: the LoRAs patched in, in tag order.
     problems: everything a user should see (unknown names, bad tags, unmatched keys, ...).
     reports: (tag name, coverage report) per active LoRA; reports have ``.summary()`` and ``.to_dict()``.
     """
 
-    prompt: str
+    prompt: str | list[str]
     active: list[ActiveLora] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     reports: list[tuple[str, Any]] = field(default_factory=list)
@@ -133,27 +134,36 @@ class DiffusersHost:
         return self.parts.architecture
 
     def lookup(self, name: str) -> tuple[Any | None, list[Problem]]:
-        """Library entry for a tag name (or None) and the problems the lookup reported.
+        """Library entry for a tag name (or None) and the problems the lookup reported: which file a bare name
+        shared by several folders uses, a match in another letter case, "Lora not found" (USERS S5, S6, S9).
 
         A name not found triggers one rescan of the library and a retry (files added since the last scan, or a
         library that was never scanned), as the webui does (A1111_CONTRACT §10.2).
         """
-        found = self.library.resolve(name)
-        if is_problem(found) and hasattr(self.library, "refresh"):
+        find = getattr(self.library, "lookup", None) or self.library.resolve
+        found = find(name)
+        if _entry_of(found) is None and hasattr(self.library, "refresh"):
             self.library.refresh()
-            found = self.library.resolve(name)
+            found = find(name)
+        entry = _entry_of(found)
         if is_problem(found):
             return None, [found]
-        if hasattr(found, "entry") and hasattr(found, "via"):  # a library Resolution
-            return found.entry, list(found.problems)
-        return found, []
+        return entry, list(getattr(found, "problems", ())) if entry is not found else []
 
-    def prepare(self, prompt: str, *, hires: bool = False, seed: int | None = None) -> Applied:
+    def prepare(
+        self, prompt: str | Sequence[str], *, hires: bool = False, seed: int | None = None
+    ) -> Applied:
         """Parse ``prompt`` and resolve its tags without touching any weight.
 
+        prompt: one prompt, or a batch of prompts. As in the webui, a batch uses the LoRAs of its first prompt and
+            every prompt loses its tags; other prompts asking for other LoRAs get a warning (USERS S10).
         hires: use the tags' hires-pass weights (``hr=``, ``hrte=``, ``hrunet=``). seed: seeds random block weights.
         """
-        parsed = parse_prompt(prompt)
+        batch = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not batch or not all(isinstance(p, str) for p in batch):
+            raise TypeError("prompt must be a string or a non-empty list of strings")
+        parsed = parse_prompt(batch[0])
+        others = [parse_prompt(p) for p in batch[1:]]
         found = build_active_set(
             parsed.requests,
             self.lookup,
@@ -162,7 +172,18 @@ class DiffusersHost:
             hires=hires,
             seed=seed,
         )
-        applied = Applied(prompt=parsed.clean, problems=list(parsed.problems))
+        clean = parsed.clean if isinstance(prompt, str) else [parsed.clean, *(o.clean for o in others)]
+        applied = Applied(prompt=clean, problems=list(parsed.problems))
+        differing = [i + 2 for i, o in enumerate(others) if _wanted(o.requests) != _wanted(parsed.requests)]
+        if differing:
+            applied.problems.append(
+                Problem(
+                    f"prompt {', '.join(map(str, differing))}",
+                    "asks for other LoRAs than the first prompt, but one batch uses the LoRAs of its first "
+                    "prompt (as in the webui); generate such prompts as separate batches.",
+                    severity="warning",
+                )
+            )
         for name, problems in found.not_found:
             applied.problems += problems or [Problem(name, f"LoRA not found: {name}. Check the name.")]
         applied.problems += found.problems
@@ -171,7 +192,9 @@ class DiffusersHost:
         return applied
 
     @contextlib.contextmanager
-    def applied(self, prompt: str, *, hires: bool = False, seed: int | None = None) -> Iterator[Applied]:
+    def applied(
+        self, prompt: str | Sequence[str], *, hires: bool = False, seed: int | None = None
+    ) -> Iterator[Applied]:
         """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards.
 
         hires, seed: as in ``prepare`` (a second, upscaling pass run by the caller uses ``hires=True``).
@@ -188,12 +211,27 @@ class DiffusersHost:
                 # without LoRAs gives it back to the OS (USERS P5).
                 self.patcher.restore(release_memory=not applied.active)
 
-    def generate(self, prompt: str, **kwargs: Any) -> Generation:
+    def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> Generation:
         """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.
 
-        Tags in ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2).
+        prompt: one prompt or a batch (a batch uses the LoRAs of its first prompt, see ``prepare``). Tags in
+        ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2).
         """
         with self.applied(prompt) as applied:
             output = self.pipe(prompt=applied.prompt, **kwargs)
         images = output.images if hasattr(output, "images") else output[0]
         return Generation(images=list(images), applied=applied)
+
+
+def _entry_of(found: Any) -> Any | None:
+    """The library entry in what ``lookup`` / ``resolve`` returned (a ``Resolution``, an entry or a Problem)."""
+    if is_problem(found):
+        return None
+    if hasattr(found, "entry") and hasattr(found, "via"):  # a library Resolution
+        return found.entry
+    return found
+
+
+def _wanted(requests: Sequence[LoraRequest]) -> list[tuple[Any, ...]]:
+    """What a prompt's tags ask for, whatever their place in the text."""
+    return [(r.name, r.te, r.unet, r.dyn, r.named) for r in requests]
