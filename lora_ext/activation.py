@@ -9,7 +9,8 @@ without those the first-pass weights are kept (never reset to 1). A LoRA whose h
 those arguments (``hr=0``) is left out of the hires pass entirely. Block weights apply in both passes.
 
 Step schedules (``start=``, ``stop=``, ``step=``) are not supported: a one-line warning, and the LoRA applies for
-all steps. Other unknown named arguments are ignored, as in the webui.
+all steps. Other unknown named arguments are ignored, as in the webui, with a warning naming them (a typo such as
+``lwb=`` would otherwise fail silently).
 
 No webui imports: hosts pass ``lookup`` and ``resolve`` callables.
 """
@@ -31,6 +32,9 @@ HIRES_KEYS = ("hr", "hrte", "hrunet")
 
 #: Named arguments of step schedules (LoRA Block Weight, loractl), not supported.
 SCHEDULE_KEYS = ("start", "stop", "step")
+
+#: Named arguments with a meaning here (``te``, ``unet``, ``dyn`` never reach ``LoraRequest.named``).
+KNOWN_KEYS = ("lbw", *HIRES_KEYS, *SCHEDULE_KEYS)
 
 #: ``lookup(name) -> (library entry or None, problems of the lookup)``.
 Lookup = Callable[[str], "tuple[Any | None, list[Problem]]"]
@@ -90,7 +94,7 @@ def build_active_set(
         if isinstance(weights, Problem):
             out.problems.append(weights)
             continue
-        out.problems += schedule_warnings(request)
+        out.problems += schedule_warnings(request) + unknown_key_warnings(request)
         if weights is None:
             out.dropped.append(request)
             continue
@@ -169,6 +173,23 @@ def schedule_warnings(request: LoraRequest) -> list[Problem]:
         Problem(
             request.tag or request.name,
             f"{shown} step schedules are not supported; the LoRA is applied for all steps.",
+            severity="warning",
+        )
+    ]
+
+
+def unknown_key_warnings(request: LoraRequest) -> list[Problem]:
+    """One warning when the tag has named arguments that mean nothing here (they are ignored, USERS S3)."""
+    keys = [key for key in request.named if key not in KNOWN_KEYS]
+    if not keys:
+        return []
+    shown = ", ".join(f"{key}=" for key in keys)
+    return [
+        Problem(
+            request.tag or request.name,
+            f"{shown} {'is not an option' if len(keys) == 1 else 'are not options'} of LoRA tags and "
+            f"{'is' if len(keys) == 1 else 'are'} ignored; the options are te=, unet=, dyn=, lbw=, hr=, hrte=, "
+            "hrunet=.",
             severity="warning",
         )
     ]

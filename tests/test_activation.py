@@ -219,3 +219,15 @@ def test_diffusers_host_applied_block_for_a_hires_pass(setup, make_pipeline, lor
     Patcher().apply([ActiveLora(resolved, te=0.2, unet=0.2)])
     assert all(torch.equal(patched[k], v) for k, v in state(ref).items())
     assert all(torch.equal(original[k], v) for k, v in state(host.pipe).items())
+
+
+def test_unknown_named_arguments_are_ignored_with_a_warning(setup):
+    """S3: an option lora_ext does not know (a typo such as ``lwb=``, another extension's key) never stops the
+    LoRA, but the user is told it had no effect instead of wondering why the block weights did nothing."""
+    found = build(setup, "<lora:style:0.5:lwb=OUTD:mode=fast> <lora:other:1:lbw=OUTD:hr=0.5>")
+    assert [a.te for a in found.active] == [0.5, 1.0]
+    warnings = [p for p in found.problems if p.severity == "warning"]
+    assert len(warnings) == 1, found.problems
+    assert warnings[0].subject == "<lora:style:0.5:lwb=OUTD:mode=fast>"
+    assert "lwb=" in warnings[0].message and "mode=" in warnings[0].message
+    assert "lbw=" in warnings[0].message  # names the options that exist
