@@ -185,11 +185,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from lora_ext.syntax import tag_name_problem
     from lora_ext.ui.runtime import comparison_grid, generate, open_runtime
 
+    if args.grid:
+        problem = tag_name_problem(args.grid)
+        if problem is not None:
+            reason = problem.message.split(";")[0]
+            return _fail(
+                f'--grid "{args.grid}": {reason}; give the LoRA name only, the grid sets the weights.'
+            )
     rt = open_runtime(args.model, args.lora_dir or (), home=args.home)
     if isinstance(rt, Problem):
         return _fail(rt)
+    if args.grid:
+        entry, problems = rt.host.lookup(args.grid)
+        if entry is None:
+            return _fail(problems[0] if problems else Problem(args.grid, "Lora not found."))
     sizes = {k: v for k, v in (("width", args.width), ("height", args.height), ("steps", args.steps)) if v}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

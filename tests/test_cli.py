@@ -105,3 +105,18 @@ def test_generation_reports_each_step(lora_dir):
     )
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert gen.applied.active
+
+
+@pytest.mark.parametrize(
+    ("name", "said"), [("nope", "Lora not found: nope"), ("style:0.5", "cannot be written")]
+)
+def test_grid_of_a_lora_that_cannot_be_used_is_a_message(lora_dir, tmp_path, capsys, name, said):
+    """--grid NAME with an unknown name (or a weight typed into it) stops with a message before generating
+    anything, instead of a traceback or a grid of four identical images and exit status 0."""
+    out = tmp_path / "grid"
+    code = main(
+        ["generate", "--prompt", "a cat", "--grid", name, "--lora-dir", str(lora_dir), "--out", str(out)]
+    )
+    assert code == 2
+    assert said in capsys.readouterr().err
+    assert not out.exists() or not list(out.glob("*.png"))
