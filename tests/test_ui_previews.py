@@ -118,3 +118,27 @@ def test_image_mime_sniffing():
     assert image_mime(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
     assert image_mime(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
     assert image_mime(b"<svg>") is None
+
+
+def test_replace_preview_writes_samples_format_and_says_when_another_file_still_wins(tmp_path):
+    """C4 with the C2 order: "Replace preview" writes ``{name}.{samples_format}``; when the webui saves jpg and the
+    LoRA already has ``name.png`` (Civitai Helper's download), the png is still the one shown, and the user is told
+    which file to remove instead of seeing nothing happen (CH#265)."""
+    from lora_ext.ui.previews import save_preview
+
+    write_lora(tmp_path / "plain.safetensors")
+    write_lora(tmp_path / "civ.safetensors")
+    (tmp_path / "civ.png").write_bytes(png_bytes((0, 0, 200)))
+    library = LoraLibrary([str(tmp_path)], cache_path=False)
+    library.refresh()
+    image = Image.new("RGBA", (8, 8), (10, 200, 10, 255))  # what a generation with transparency gives
+    entries = {e.name: e for e in library.entries()}
+
+    message = save_preview(library, entries["plain"], image, "jpg")
+    assert isinstance(message, str) and "plain.jpg" in message and "still" not in message
+    assert library.get(str(tmp_path / "plain.safetensors")).preview == str(tmp_path / "plain.jpg")
+
+    message = save_preview(library, entries["civ"], image, "jpg")
+    assert (tmp_path / "civ.jpg").is_file()
+    assert "civ.png" in message and "still" in message
+    assert (tmp_path / "civ.png").read_bytes() == png_bytes((0, 0, 200))  # the user's file is left alone

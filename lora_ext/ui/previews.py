@@ -63,6 +63,34 @@ class PreviewPayload:
     data: bytes | None = None
 
 
+def save_preview(library: Any, entry: LoraEntry, image: Any, samples_format: str = "png") -> str | Problem:
+    """ "Replace preview" (USERS C4): write the PIL ``image`` as ``{name}.{samples_format}`` beside the LoRA file,
+    rescan, and say which file the card shows now. In the lookup order (C2) an existing ``{name}.png`` or
+    ``{name}.preview.png`` comes before a new ``{name}.jpg``; then the message names the file that still wins
+    instead of leaving the user to wonder why nothing changed. Returns the message or a Problem (nothing written).
+    """
+    fmt = samples_format.strip().lower().lstrip(".") or "png"
+    folder = library.safe_path(os.path.dirname(entry.path))
+    if isinstance(folder, Problem):
+        return folder
+    target = os.path.join(os.path.dirname(entry.path), f"{entry.name}.{fmt}")
+    if fmt in ("jpg", "jpeg") and getattr(image, "mode", "RGB") not in ("RGB", "L"):
+        image = image.convert("RGB")  # JPEG has no alpha channel
+    try:
+        image.save(target)
+    except (OSError, ValueError, KeyError) as exc:
+        return Problem(target, f"Could not write the preview ({exc}). Check that the folder is writable.")
+    library.refresh()
+    current = library.get(entry.path)
+    shown = getattr(current, "preview", None)
+    if shown is None or os.path.abspath(shown) == os.path.abspath(target):
+        return f"Preview written to {target}"
+    return (
+        f"Preview written to {target}, but {os.path.basename(shown)} comes first in the preview order and is "
+        "still shown; delete or rename it to see the new preview."
+    )
+
+
 def preview_payload(library: Any, lora_path: str) -> PreviewPayload | Problem:
     """The preview of the LoRA file ``lora_path`` as the library knows it now, or a Problem (unknown file, no
     preview, refused path, unreadable cover)."""

@@ -24,6 +24,7 @@ from lora_ext.library.entry import LoraEntry
 from lora_ext.ui.browser import browser_html
 from lora_ext.ui.cards import card_data, data_block_html, entry_keys, no_preview
 from lora_ext.ui.inspector import SD_VERSIONS, editor_values, inspector_html, merged_user_metadata
+from lora_ext.ui.previews import save_preview
 
 
 @dataclass
@@ -229,20 +230,10 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             return gr.update(), "Select a LoRA first (the i button of a card)."
         if image is None:
             return gr.update(), "Generate an image first; its result becomes the preview."
-        target = str(Path(entry.path).with_suffix("")) + "." + host.samples_format
-        folder = (
-            host.library.safe_path(str(Path(entry.path).parent)) if hasattr(host.library, "safe_path") else ""
-        )
-        if is_problem(folder):
-            return gr.update(), html.escape(str(folder))
-        try:
-            image.save(target)
-        except (OSError, ValueError) as exc:
-            return gr.update(), html.escape(
-                f"Could not write {target} ({exc}). Check that the folder is writable."
-            )
-        host.library.refresh()
-        return data_now(), f"Preview written to {html.escape(target)}"
+        message = save_preview(host.library, entry, image, host.samples_format)
+        if is_problem(message):
+            return gr.update(), html.escape(str(message))
+        return data_now(), html.escape(message)
 
     refresh_button.click(refresh, outputs=[data, status])
     sel_button.click(select, inputs=[sel_name], outputs=[info] + editor, queue=False)
