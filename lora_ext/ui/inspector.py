@@ -99,6 +99,15 @@ def metadata_rows(entry: LoraEntry) -> list[tuple[str, str]]:
     return rows
 
 
+def civitai_url(entry: LoraEntry) -> str | None:
+    """The Civitai page of the model version ``{name}.civitai.info`` describes (USERS C8), or None."""
+    info = entry.civitai
+    if info is None or not info.found or info.model_id is None:
+        return None
+    url = f"https://civitai.com/models/{int(info.model_id)}"
+    return url if info.version_id is None else f"{url}?modelVersionId={int(info.version_id)}"
+
+
 def inspector_html(
     entry: LoraEntry,
     *,
@@ -117,6 +126,15 @@ def inspector_html(
         parts += [' <span class="lora-ext-alias">(', esc(entry.alias), ")</span>"]
     parts.append('</h3><table class="lora-ext-meta-table">')
     parts += [_row(label, value) for label, value in metadata_rows(entry)]
+    link = civitai_url(entry)
+    if link:
+        parts += [
+            '<tr><th>Civitai page</th><td><a href="',
+            esc(link, quote=True),
+            '" target="_blank" rel="noopener noreferrer">',
+            esc(link),
+            "</a></td></tr>",
+        ]
     if hashes is not None:
         parts.append(_row("LoRA hash (A1111 addnet, tensors only)", getattr(hashes, "addnet", "")))
         parts.append(_row("Short hash (infotext)", getattr(hashes, "shorthash", "")))
