@@ -70,17 +70,45 @@ function loraExtAppend(prompt, text, sep) {
     return prompt + sep + text;
 }
 
-// Card click on the positive prompt: when the prompt holds a tag with the same name as `tag` (whatever its weight
-// or arguments), remove it with its activation text and separator; otherwise append `tag` + " " + activation.
-function loraExtToggleTag(prompt, tag, activation, sep) {
+// The parts of an activation text around its "{prompt}" placeholder (USERS S14, as in the webui's styles):
+// {before, after}, or null when it has none.
+function loraExtSplitActivation(activation) {
+    var at = activation ? activation.indexOf("{prompt}") : -1;
+    if (at < 0) {
+        return null;
+    }
+    return {before: activation.slice(0, at), after: activation.slice(at + "{prompt}".length)};
+}
+
+// Card click on the positive prompt, returning {prompt, removed}: when the prompt holds a tag with the same name as
+// `tag` (whatever its weight or arguments), remove it with its activation text and separator; otherwise append
+// `tag` + " " + activation. An activation text with a "{prompt}" placeholder wraps the prompt instead
+// ("masterpiece, {prompt}, ink style" + "a cat" -> "masterpiece, a cat, ink style" + separator + tag), and the
+// second click unwraps it again when the text around the prompt is still there.
+function loraExtToggleCard(prompt, tag, activation, sep) {
     var name = loraExtTagName(tag);
+    var wrap = loraExtSplitActivation(activation);
     if (name !== null) {
-        var res = loraExtRemoveTag(prompt, name, activation, sep);
+        var res = loraExtRemoveTag(prompt, name, wrap ? "" : activation, sep);
         if (res.removed) {
-            return res.prompt;
+            var rest = res.prompt;
+            if (wrap && rest.length >= wrap.before.length + wrap.after.length &&
+                rest.slice(0, wrap.before.length) === wrap.before &&
+                rest.slice(rest.length - wrap.after.length) === wrap.after) {
+                rest = rest.slice(wrap.before.length, rest.length - wrap.after.length);
+            }
+            return {prompt: rest, removed: true};
         }
     }
-    return loraExtAppend(prompt, activation ? tag + " " + activation : tag, sep);
+    if (wrap) {
+        return {prompt: loraExtAppend(wrap.before + prompt + wrap.after, tag, sep), removed: false};
+    }
+    return {prompt: loraExtAppend(prompt, activation ? tag + " " + activation : tag, sep), removed: false};
+}
+
+// loraExtToggleCard's new prompt only.
+function loraExtToggleTag(prompt, tag, activation, sep) {
+    return loraExtToggleCard(prompt, tag, activation, sep).prompt;
 }
 
 // Negative text: `add` true appends it (once), false removes the last occurrence with its separator.
@@ -221,8 +249,8 @@ function loraExtApplyCard(tab, card) {
     var multiplier = loraExtOption("extra_networks_default_multiplier", tab.data.default_multiplier);
     var tag = loraExtMakeTag(card.tag_name, card.weight, multiplier);
     var box = loraExtTextarea(promptId);
-    var res = loraExtRemoveTag(box.value, card.tag_name, card.activation, sep);
-    box.value = res.removed ? res.prompt : loraExtAppend(box.value, card.activation ? tag + " " + card.activation : tag, sep);
+    var res = loraExtToggleCard(box.value, tag, card.activation, sep);
+    box.value = res.prompt;
     loraExtNotifyInput(box);
     if (card.negative) {
         var neg = loraExtTextarea(promptId.replace(/_prompt$/, "_neg_prompt"));

@@ -47,6 +47,24 @@ TOGGLE_CASES = [
     ("x <lora:sub/dir/foo:0.7>", "<lora:sub/dir/foo:1>", "", " ", "x"),
     # every duplicate goes
     ("<lora:foo:1> a <lora:foo:-1>", "<lora:foo:1>", "", " ", "a"),
+    # a {prompt} placeholder in the activation text wraps the prompt, as styles do (S14), and unwraps it again
+    (
+        "a cat",
+        "<lora:foo:1>",
+        "masterpiece, {prompt}, foo style",
+        ", ",
+        "masterpiece, a cat, foo style, <lora:foo:1>",
+    ),
+    (
+        "masterpiece, a cat, foo style, <lora:foo:-2>",
+        "<lora:foo:1>",
+        "masterpiece, {prompt}, foo style",
+        ", ",
+        "a cat",
+    ),
+    ("a cat", "<lora:foo:1>", "{prompt}", " ", "a cat <lora:foo:1>"),
+    # ... and when the wrapping was edited away, only the tag goes
+    ("a dog, <lora:foo:1>", "<lora:foo:1>", "masterpiece, {prompt}, foo style", ", ", "a dog"),
 ]
 
 
@@ -79,6 +97,28 @@ def test_two_clicks_round_trip(page):
         for p, (once, twice) in zip(prompts, got, strict=True):
             assert "<lora:my lora:-0.75> my trigger, words" in once
             assert twice == p, (sep, p, once, twice)
+
+
+def test_two_clicks_round_trip_with_a_prompt_placeholder(page):
+    prompts = ["", "a cat", "a cat, masterpiece", "<lora:other:0.3> x"]
+    activations = [
+        "masterpiece, {prompt}, foo style",
+        "{prompt}, foo style",
+        "foo style {prompt}",
+        "{prompt}",
+    ]
+    for sep in [" ", ", ", "\n"]:
+        got = page.evaluate(
+            """([ps, acts, sep]) => ps.flatMap(p => acts.map(a => {
+                const once = loraExtToggleTag(p, '<lora:foo:-0.5>', a, sep);
+                return [p, a, once, loraExtToggleTag(once, '<lora:foo:-0.5>', a, sep)];
+            }))""",
+            [prompts, activations, sep],
+        )
+        for p, a, once, twice in got:
+            assert "{prompt}" not in once and "<lora:foo:-0.5>" in once
+            assert once.startswith(a.split("{prompt}")[0] + p)
+            assert twice == p, (sep, p, a, once, twice)
 
 
 def test_negative_text_toggle(page):
