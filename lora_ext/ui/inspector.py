@@ -149,26 +149,32 @@ def inspector_html(
         ]
     for p in entry.problems:
         parts += ['<div class="lora-ext-problem">', esc(str(p)), "</div>"]
+    words = list(entry.civitai.trained_words) if entry.civitai is not None and entry.civitai.found else []
+    if words:  # opt-in: nothing is inserted until the user picks a word (USERS S13, C8)
+        parts.append(
+            '<div class="lora-ext-dstags"><b>Trigger words (Civitai)</b> (click to add to the activation text):<br>'
+        )
+        parts += [_tag_button(prefix, word) + "</button>" for word in words]
+        parts.append("</div>")
     tags = dataset_tags(entry.metadata)
     if tags:
         parts.append(
             '<div class="lora-ext-dstags"><b>Dataset tags</b> (click to add to the activation text):<br>'
         )
         for tag, count in tags[:SHOWN_TAGS]:
-            parts += [
-                '<button class="lora-ext-dstag" data-prefix="',
-                esc(prefix, quote=True),
-                '" data-tag="',
-                esc(tag, quote=True),
-                '">',
-                esc(tag),
-                " <small>",
-                str(count),
-                "</small></button>",
-            ]
+            parts += [_tag_button(prefix, tag), " <small>", str(count), "</small></button>"]
         parts.append("</div>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def _tag_button(prefix: str, tag: str) -> str:
+    """The opening of a word button javascript/lora_ext.js adds to the activation text (caller closes it)."""
+    esc = html.escape
+    return (
+        f'<button class="lora-ext-dstag" data-prefix="{esc(prefix, quote=True)}" data-tag="{esc(tag, quote=True)}">'
+        + esc(tag)
+    )
 
 
 def editor_values(entry: LoraEntry) -> dict[str, Any]:
