@@ -188,6 +188,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from lora_ext.syntax import tag_name_problem
     from lora_ext.ui.runtime import comparison_grid, generate, open_runtime
 
+    for flag, value, step in (
+        ("--width", args.width, 8),
+        ("--height", args.height, 8),
+        ("--steps", args.steps, 1),
+    ):
+        if value is not None and (value < step or value % step):
+            what = "a positive multiple of 8 (pixels)" if step == 8 else "at least 1"
+            return _fail(f"{flag} {value}: must be {what}.")
     if args.grid:
         problem = tag_name_problem(args.grid)
         if problem is not None:

@@ -120,3 +120,15 @@ def test_grid_of_a_lora_that_cannot_be_used_is_a_message(lora_dir, tmp_path, cap
     assert code == 2
     assert said in capsys.readouterr().err
     assert not out.exists() or not list(out.glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [(["--width", "100"], "--width"), (["--height", "-8"], "--height"), (["--steps", "-1"], "--steps")],
+)
+def test_bad_sizes_are_a_message_not_a_traceback(lora_dir, tmp_path, capsys, flags, said):
+    code = main(
+        ["generate", "--prompt", "a cat", "--lora-dir", str(lora_dir), "--out", str(tmp_path), *flags]
+    )
+    assert code == 2
+    assert said in capsys.readouterr().err
