@@ -215,3 +215,24 @@ def test_a_batch_of_prompts_uses_the_loras_of_the_first_and_says_so(sd1_pipe, lo
     assert_bit_identical(state(sd1_pipe), original)
     same = host.prepare(["a <lora:style:0.7>", "b <lora:style:0.7>", "c <lora:style:0.7>"])
     assert same.prompt == ["a ", "b ", "c "] and same.problems == []
+
+
+def test_tags_in_the_negative_prompt_stay_text_and_the_user_is_told(sd1_pipe, lora_dir):
+    """S12: as in the webui, a LoRA tag in the negative prompt is not applied; it reaches the text encoder as
+    typed, and a warning says so instead of the user assuming a negative-only LoRA works."""
+    host = host_for(sd1_pipe, lora_dir)
+    seen = {}
+    real = sd1_pipe.__class__.__call__
+
+    def spy(pipe, *args, **kwargs):
+        seen.update(kwargs)
+        return real(pipe, *args, **kwargs)
+
+    sd1_pipe.__class__ = type("Spy", (sd1_pipe.__class__,), {"__call__": spy})
+    gen = host.generate("a cat", negative_prompt="blurry <lora:style:1>", **GEN)
+    assert seen["negative_prompt"] == "blurry <lora:style:1>"
+    assert gen.applied.active == []
+    warnings = [p for p in gen.applied.problems if p.severity == "warning"]
+    assert len(warnings) == 1 and "negative prompt" in warnings[0].message, gen.applied.problems
+    assert warnings[0].subject == "<lora:style:1>"
+    assert host.generate("a cat", negative_prompt="blurry", **GEN).applied.problems == []

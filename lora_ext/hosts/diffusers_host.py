@@ -215,12 +215,28 @@ class DiffusersHost:
         """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.
 
         prompt: one prompt or a batch (a batch uses the LoRAs of its first prompt, see ``prepare``). Tags in
-        ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2).
+        ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2, USERS S12), with a warning.
         """
         with self.applied(prompt) as applied:
+            applied.problems += negative_tag_warnings(kwargs.get("negative_prompt"))
             output = self.pipe(prompt=applied.prompt, **kwargs)
         images = output.images if hasattr(output, "images") else output[0]
         return Generation(images=list(images), applied=applied)
+
+
+def negative_tag_warnings(negative: Any) -> list[Problem]:
+    """One warning per LoRA tag in a negative prompt (a string or a list of them): it is not applied (USERS S12)."""
+    texts = [negative] if isinstance(negative, str) else negative if isinstance(negative, list) else []
+    tags = [r.tag for text in texts if isinstance(text, str) for r in parse_prompt(text).requests]
+    return [
+        Problem(
+            tag,
+            "LoRA tags in the negative prompt are not applied (as in the webui) and stay there as plain text; a "
+            "LoRA changes the model for both prompts, so put its tag in the prompt.",
+            severity="warning",
+        )
+        for tag in dict.fromkeys(tags)
+    ]
 
 
 def _entry_of(found: Any) -> Any | None:
