@@ -217,3 +217,19 @@ def test_hidden_folders_follow_the_libraries_hidden_mode(tmp_path):
     assert seen["when searched"] == {"shown": False, ".old/secret": True}
     assert seen["always"] == {"shown": False, ".old/secret": False}
     assert seen["never"] == {"shown": False}
+
+
+def test_a_file_name_no_tag_can_carry_gets_a_hint_instead_of_a_broken_tag(tmp_path):
+    """``style=v2.safetensors`` would insert ``<lora:style=v2:1>``, which every parser reads as an option and no
+    name: the card uses the file's alias when it has a usable one, else says to rename the file and inserts nothing."""
+    from lora_ext.library import LoraLibrary
+    from tests.test_ui_previews import write_lora
+
+    write_lora(tmp_path / "style=v2.safetensors")
+    write_lora(tmp_path / "dim=8.safetensors", {"ss_output_name": "dim8"})
+    library = LoraLibrary([str(tmp_path)], cache_path=False)
+    library.refresh()
+    cards = by_name(card_data(library.entries(), library=library, preferred_name="filename"))
+    assert cards["style=v2"]["tag_name"] is None
+    assert "rename the file" in cards["style=v2"]["html"]
+    assert cards["dim=8"]["tag_name"] == "dim8"

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lora_ext.library.entry import LoraEntry
+from lora_ext.syntax import tag_name_problem
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
 LOADABLE_ARCHS = ("SD1", "SD2", "SDXL")
@@ -93,11 +94,14 @@ def entry_keys(entries: Sequence[LoraEntry]) -> list[str]:
 
 
 def library_tag_name(library: Any, entry: LoraEntry, preferred: str) -> str | None:
-    """``library.tag_name(entry, preferred)`` when that name resolves back to this very file; with "filename"
-    preferred and no file name reaching it, its alias when that does; else None (the file is shadowed: another
-    root holds the same ``folder/name`` and no name reaches it)."""
-    for prefer in ("filename", "alias") if preferred == "filename" else ("alias",):
+    """``library.tag_name(entry, preferred)`` when that name resolves back to this very file and a tag can carry
+    it; else the other kind of name (alias or file name) when that one does; else None (the file is shadowed:
+    another root holds the same ``folder/name`` and no name reaches it; or no name of it fits in a tag, such as
+    ``style=v2``, which parsers read as an option)."""
+    for prefer in ("filename", "alias") if preferred == "filename" else ("alias", "filename"):
         name = library.tag_name(entry, prefer)
+        if tag_name_problem(name) is not None:
+            continue
         if name != entry.relpath:
             return name  # the library checked alias and file name against its resolver already
         if getattr(library.resolve(name), "path", None) == entry.path:
@@ -172,8 +176,8 @@ def card_html(
 ) -> str:
     """The HTML of one card. ``key`` is the record's unique name; all text is escaped.
 
-    shadowed: no tag name reaches this file (another root holds the same ``folder/name``); the card says so and a
-    click inserts nothing.
+    shadowed: no tag name reaches this file (another root holds the same ``folder/name``, or its names cannot be
+    written in a tag); the card says why and a click inserts nothing.
     """
     esc = html.escape
     arch_cls = "lora-ext-arch lora-ext-mismatch" if mismatch else "lora-ext-arch"
@@ -184,7 +188,8 @@ def card_html(
     )
     img = esc(preview or PLACEHOLDER, quote=True)
     img_cls = "lora-ext-preview" if preview else "lora-ext-preview lora-ext-placeholder"
-    title = entry.path if not shadowed else f"{entry.path}\n{SHADOWED_HINT}"
+    hint = UNWRITABLE_HINT if tag_name_problem(entry.name) is not None else SHADOWED_HINT
+    title = entry.path if not shadowed else f"{entry.path}\n{hint}"
     parts = [
         '<div class="lora-ext-card card',
         " lora-ext-shadowed" if shadowed else "",
@@ -218,7 +223,7 @@ def card_html(
     if entry.alias and entry.alias != entry.name:
         parts += ['<div class="lora-ext-alias" title="Alias (ss_output_name)">', esc(entry.alias), "</div>"]
     if shadowed:
-        parts += ['<div class="lora-ext-problem">', esc(SHADOWED_HINT), "</div>"]
+        parts += ['<div class="lora-ext-problem">', esc(hint), "</div>"]
     elif weight or entry.activation_text:
         parts += ['<div class="lora-ext-activation" title="Weight and text a click inserts">']
         if weight:
@@ -228,6 +233,10 @@ def card_html(
     return "".join(parts)
 
 
+#: What a card says whose names cannot be written in a tag (see ``lora_ext.syntax.tag_name_problem``).
+UNWRITABLE_HINT = (
+    'A <lora:…> tag cannot hold this file name (":", ">" or one "="); rename the file to use it.'
+)
 #: What a shadowed card says (see ``library_tag_name``).
 SHADOWED_HINT = "Another Lora folder has a file with the same folder and name, and it wins. Rename one of them to use this one."
 
