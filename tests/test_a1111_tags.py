@@ -174,3 +174,24 @@ def test_coverage_lines_can_be_kept_out_of_the_infotext(webui, store, capsys):
     assert "Lora not found: nope" in processed.comments
     assert not any(line.startswith("xl") for line in processed.comments.splitlines())
     assert "[lora_ext] xl" in capsys.readouterr().out
+
+
+def test_sd_lora_option_with_hires_and_batches_adds_the_network_once(webui, store):
+    """The hires pass's data never holds the added tag, so it is added again there; that must not write a second
+    tag into the prompts (the next batch would then apply the LoRA twice, and the infotext would show it twice)."""
+    from modules import shared
+
+    shared.opts.sd_lora = "y"
+    seen = []
+    processed, p = webui.txt2img(
+        "a photo",
+        n_iter=2,
+        enable_hr=True,
+        sampling_probe=lambda p, name: seen.append((name, state(webui.model))),
+    )
+    expected = expected_state("sd1", [(store["y"], 1.0, 1.0)])
+    assert [name for name, _ in seen] == ["first", "hires", "first", "hires"]
+    for _, weights in seen:
+        assert same_state(weights, expected) == []
+    assert all(prompt.count("<lora:y:") == 1 for prompt in p.all_prompts), p.all_prompts
+    assert processed.info.count("<lora:y:") == 1

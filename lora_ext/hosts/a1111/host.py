@@ -32,7 +32,7 @@ from lora_ext.hosts.a1111.model import parts_from_sd_model
 from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
-from lora_ext.syntax import LoraRequest, parse_args
+from lora_ext.syntax import LoraRequest, parse_args, parse_prompt
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
 
@@ -313,7 +313,12 @@ class A1111Host:
     # -- helpers --------------------------------------------------------------------------------------------------
 
     def _add_default_network(self, p: Any, params_list: list) -> None:
-        """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5)."""
+        """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5).
+
+        The tag is written into each of ``p.all_prompts`` (for the infotext) only where that prompt does not already
+        name the LoRA: the hires pass's data never holds it, and adding it again there made later batches apply the
+        LoRA twice (the built-in's behaviour).
+        """
         from modules import extra_networks, shared
 
         name = getattr(shared.opts, "sd_lora", "None")
@@ -323,7 +328,9 @@ class A1111Host:
             return
         weight = shared.opts.extra_networks_default_multiplier
         if getattr(p, "all_prompts", None):
-            p.all_prompts = [x + f"<lora:{name}:{weight}>" for x in p.all_prompts]
+            p.all_prompts = [
+                x if _names_lora(x, name) else x + f"<lora:{name}:{weight}>" for x in p.all_prompts
+            ]
         params_list.append(extra_networks.ExtraNetworkParams(items=[name, weight]))
 
     def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple) -> None:
@@ -399,6 +406,11 @@ def generation_seed(p: Any) -> int | None:
             return int(seeds[0])
     seed = getattr(p, "seed", None)
     return int(seed) if isinstance(seed, (int, float)) else None
+
+
+def _names_lora(prompt: str, name: str) -> bool:
+    """True when ``prompt`` has a ``<lora:…>``/``<lyco:…>`` tag naming ``name``."""
+    return any(request.name == name for request in parse_prompt(prompt).requests)
 
 
 def _stat(path: str) -> tuple[int, int]:
