@@ -105,9 +105,23 @@ def test_remap_renames_on_a_unique_valid_match_and_keeps_every_other_byte() -> N
 
 
 def test_remap_matches_folder_qualified_and_named_first_tags() -> None:
-    prompt = "<lora:chars/alice:0.7> <lora:te=0.2:alice:1>"
-    new, _ = remap_prompt_by_hashes(prompt, {"alice": H1}, lookup_from({H1: ["people/alice_v2"]}))
-    assert new == "<lora:people/alice_v2:0.7> <lora:te=0.2:people/alice_v2:1>"
+    lookup = lookup_from({H1: ["people/alice_v2"]})
+    new, _ = remap_prompt_by_hashes("<lora:chars/alice:0.7> <lora:chars/alice:1>", {"alice": H1}, lookup)
+    assert new == "<lora:people/alice_v2:0.7> <lora:people/alice_v2:1>"
+    new, _ = remap_prompt_by_hashes("<lora:te=0.2:alice:1>", {"alice": H1}, lookup)
+    assert new == "<lora:te=0.2:people/alice_v2:1>"
+
+
+def test_remap_leaves_tags_of_different_names_sharing_one_entry() -> None:
+    """``a/x`` and ``b/x`` both write ``x`` (no folders in ``Lora hashes``): one hash cannot name both files."""
+    lookup = lookup_from({H1: ["x_v2"]})
+    prompt = "<lora:a/x:1> <lora:b/x:0.5> <lora:y:1>"
+    new, notes = remap_prompt_by_hashes(prompt, {"x": H1, "y": H1}, lookup)
+    assert new == "<lora:a/x:1> <lora:b/x:0.5> <lora:x_v2:1>"
+    assert any("a/x, b/x" in note and "left as written" in note for note in notes)
+    # the hires prompt pasted with it counts too
+    new, _ = remap_prompt_by_hashes("<lora:a/x:1>", {"x": H1}, lookup, also_in=["<lora:b/x:1>"])
+    assert new == "<lora:a/x:1>"
 
 
 def test_remap_looks_each_hash_up_once_in_lowercase() -> None:

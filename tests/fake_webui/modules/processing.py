@@ -155,6 +155,9 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         if self.enable_hr:
             hr = self.hr_prompt or None
             self.all_hr_prompts = [hr or x for x in self.all_prompts]
+            # §11: the webui's ``init`` stores a per-image callable; the infotext gets "Hires prompt" only when it
+            # differs from the image's prompt
+            self.extra_generation_params["Hires prompt"] = get_hr_prompt
 
     def parse_extra_network_prompts(self):
         res = super().parse_extra_network_prompts()
@@ -198,6 +201,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         x = denoise(self, self.hr_c, seeds, "hires", x)
         self.is_hr_pass = False
         return x
+
+
+def get_hr_prompt(p, index, prompt_text, **kwargs):
+    hr_prompt = p.all_hr_prompts[index]
+    return hr_prompt if hr_prompt != prompt_text else None
 
 
 def encode(sd_model, prompts, steps):
@@ -313,6 +321,12 @@ def process_images_inner(p):
 
 
 def create_infotext(p, index):
+    """``processing.create_infotext``: callable values of ``extra_generation_params`` are called per image."""
+    prompt_text = p.all_prompts[index]
+    negative_prompt = p.all_negative_prompts[index]
     params = {"Steps": p.steps, "Seed": p.all_seeds[index], "Size": f"{p.width}x{p.height}"}
-    params.update(p.extra_generation_params)
-    return infotext_utils.create_infotext(p.all_prompts[index], p.all_negative_prompts[index], params)
+    for key, value in p.extra_generation_params.items():
+        if callable(value):
+            value = value(p=p, index=index, prompt_text=prompt_text, negative_prompt=negative_prompt)
+        params[key] = value
+    return infotext_utils.create_infotext(prompt_text, negative_prompt, params)
