@@ -195,3 +195,45 @@ def test_sd_lora_option_with_hires_and_batches_adds_the_network_once(webui, stor
         assert same_state(weights, expected) == []
     assert all(prompt.count("<lora:y:") == 1 for prompt in p.all_prompts), p.all_prompts
     assert processed.info.count("<lora:y:") == 1
+
+
+def test_bundled_embeddings_come_back_after_the_webui_reloads_its_embeddings(webui, store):
+    """The webui reloads its embedding folder at the start of a generation when it changed, clearing
+    ``word_embeddings`` (§9.2); after a failed generation left the LoRA active, the same tag must register the
+    bundled embedding again."""
+    from modules import sd_hijack
+
+    install(store["emb"], webui.lora_dir, "emb")
+    db = sd_hijack.model_hijack.embedding_db
+
+    def fail(p, name):
+        raise RuntimeError("simulated failure inside sampling")
+
+    with pytest.raises(RuntimeError):
+        webui.txt2img("a lxtoken <lora:emb:1>", sampling_probe=fail)
+    db.word_embeddings.clear()  # load_textual_inversion_embeddings() after the folder changed
+    during = []
+    webui.txt2img(
+        "a lxtoken <lora:emb:1>", sampling_probe=lambda p, n: during.append(set(db.word_embeddings))
+    )
+    assert "lxtoken" in during[0]
+
+
+def test_unregistering_bundled_embeddings_never_removes_a_folder_embedding(webui, store):
+    import torch
+    from modules import sd_hijack
+    from modules.textual_inversion import textual_inversion
+
+    install(store["emb"], webui.lora_dir, "emb")
+    db = sd_hijack.model_hijack.embedding_db
+
+    def reload_folder(p, name):  # the folder now has its own "lxtoken" (the webui reloaded it mid-way)
+        folder = textual_inversion.create_embedding_from_data(
+            {"string_to_param": {"*": torch.zeros(1, 32)}}, "x"
+        )
+        db.word_embeddings.clear()
+        db.register_embedding_by_name(folder, webui.model, "lxtoken")
+
+    webui.txt2img("a lxtoken <lora:emb:1>", sampling_probe=reload_folder)
+    assert "lxtoken" in db.word_embeddings
+    assert not getattr(db.word_embeddings["lxtoken"], "lora_ext_bundled", False)

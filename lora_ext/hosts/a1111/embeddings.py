@@ -17,15 +17,18 @@ from lora_ext.adapters import ResolvedLora
 def register(state: Any, sd_model: Any, active: Sequence[ResolvedLora]) -> None:
     """Make the embedding DB hold exactly the bundled embeddings of ``active`` that this host registered."""
     wanted = {token: (lora, data) for lora in active for token, data in lora.embeddings.items()}
-    if set(wanted) == set(state.embeddings):
-        return
-    unregister(state, sd_model)
-    if not wanted:
+    if not wanted and not state.embeddings:
         return
     from modules import sd_hijack, shared
     from modules.textual_inversion import textual_inversion
 
     db = sd_hijack.model_hijack.embedding_db
+    # unchanged set, still in the DB (the webui clears it when it reloads its embeddings folder)
+    if set(wanted) == set(state.embeddings) and all(t in db.word_embeddings for t in state.embeddings):
+        return
+    unregister(state, sd_model)
+    if not wanted:
+        return
     for token, (lora, data) in wanted.items():
         if token in db.word_embeddings:
             continue  # loaded from the embeddings folder: that one wins
@@ -33,6 +36,9 @@ def register(state: Any, sd_model: Any, active: Sequence[ResolvedLora]) -> None:
             webui_embedding_data(data), token, filename=f"{lora.path}/{token}"
         )
         embedding.loaded = True
+        embedding.lora_ext_bundled = (
+            True  # ours: unregister never removes one loaded from the embeddings folder
+        )
         embedding.shorthash = lora.name if getattr(shared.opts, "lora_bundled_ti_to_infotext", True) else None
         if db.expected_shape in (-1, None) or db.expected_shape == embedding.shape:
             db.register_embedding(embedding, sd_model)
@@ -58,5 +64,6 @@ def unregister(state: Any, sd_model: Any) -> None:
 
     db = sd_hijack.model_hijack.embedding_db
     for token in state.embeddings:
-        db.register_embedding_by_name(None, sd_model, token)
+        if getattr(db.word_embeddings.get(token), "lora_ext_bundled", False):
+            db.register_embedding_by_name(None, sd_model, token)
     state.embeddings.clear()
