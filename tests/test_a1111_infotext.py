@@ -108,3 +108,22 @@ def test_same_file_name_in_two_folders_is_never_swapped_on_paste(webui, plain_lo
     processed, _ = webui.txt2img("a photo <lora:a/x:1> <lora:b/x:0.5>")
     params = webui.paste(processed.info)
     assert params["Prompt"] == "a photo <lora:a/x:1> <lora:b/x:0.5>"
+
+
+def test_no_hashing_still_writes_hashes_already_known(webui, plain_lora):
+    """§14 ``--no-hashing``: no file is read for a hash, but hashes already computed (cached) are still used, as the
+    built-in does."""
+    from modules import shared
+
+    install(plain_lora, webui.lora_dir, "orig")
+    install(plain_lora, webui.lora_dir, "never_hashed")
+    first, _ = webui.txt2img("a photo <lora:orig:0.7>")
+    shared.cmd_opts.no_hashing = True
+    try:
+        processed, _ = webui.txt2img("a photo <lora:orig:0.7> <lora:never_hashed:0.2>")
+    finally:
+        shared.cmd_opts.no_hashing = False
+    written = first.extra_generation_params["Lora hashes"]
+    assert (
+        processed.extra_generation_params["Lora hashes"] == written
+    )  # orig's cached hash; never_hashed none

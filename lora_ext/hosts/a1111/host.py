@@ -371,15 +371,14 @@ class A1111Host:
             p.extra_generation_params.pop("Lora hashes", None)
 
     def shorthash(self, entry: Any) -> str | None:
-        """The entry's 12-hex short hash, or None (``--no-hashing`` and no embedded hash, unreadable file)."""
+        """The entry's 12-hex short hash, or None (unreadable file; ``--no-hashing`` and no embedded or already
+        computed hash)."""
         from modules import shared
 
         embedded = getattr(entry, "sshs_model_hash", None)
         if embedded:
             return embedded[:12]
-        if getattr(shared.cmd_opts, "no_hashing", False):
-            return None
-        hashes = self.library.hashes(entry)
+        hashes = self.library.hashes(entry, compute=not getattr(shared.cmd_opts, "no_hashing", False))
         return None if isinstance(hashes, Problem) else getattr(hashes, "shorthash", None)
 
     def inspect(self, entry: Any) -> dict[str, Any]:
