@@ -5,8 +5,9 @@ per batch ``reload_model_weights`` → ``before_process_batch`` → ``parse_extr
 ``extra_networks.activate`` INSIDE ``devices.autocast()`` → ``process_batch`` → ``setup_conds`` (cond cache keyed
 like the webui's) → hijack comments into ``p.comment`` → sampling under autocast (hires: ``is_hr_pass``, activate
 with ``hr_extra_network_data``, hires conds, ``before_hr``, second sampling) → ``postprocess_batch``; after the loop
-``extra_networks.deactivate`` ONLY IF ``p.extra_network_data`` is truthy, then ``postprocess``. Like the webui there
-is NO ``finally`` around the loop: an exception in sampling skips ``deactivate`` and ``postprocess``.
+``extra_networks.deactivate`` ONLY IF extra networks are enabled and ``p.extra_network_data`` is truthy, then
+``postprocess``. Like the webui there is NO ``finally`` around the loop: an exception in sampling skips
+``deactivate`` and ``postprocess``.
 
 The model is asked for ``get_learned_conditioning(prompts)`` (text encoders) and ``apply_model(x, t, cond)``
 (UNet), the LatentDiffusion API the webui's samplers use, with fallbacks for the tiny A1111-shaped trees. Tests observe weights during
@@ -311,7 +312,7 @@ def process_images_inner(p):
         p.outputs.append(samples)
         for i in range(len(p.prompts)):
             infotexts.append(create_infotext(p, b + i))
-    if p.extra_network_data:
+    if not p.disable_extra_networks and p.extra_network_data:  # §8.2 step 5
         extra_networks.deactivate(p, p.extra_network_data)
     devices.torch_gc()
     res = Processed(p, output, infotexts)
