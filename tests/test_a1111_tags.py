@@ -237,3 +237,25 @@ def test_unregistering_bundled_embeddings_never_removes_a_folder_embedding(webui
     webui.txt2img("a lxtoken <lora:emb:1>", sampling_probe=reload_folder)
     assert "lxtoken" in db.word_embeddings
     assert not getattr(db.word_embeddings["lxtoken"], "lora_ext_bundled", False)
+
+
+def test_bundled_embedding_the_webui_rejects_is_a_message_not_a_lost_generation(webui, store):
+    """A bundled embedding the webui cannot build (two unknown kinds: ``embedding file has multiple terms``) must
+    not make the activation raise, which would drop every LoRA of the batch with a traceback (§3.4)."""
+    from modules import errors
+
+    tensors = load_file(str(store["emb"]))
+    vector = next(v for k, v in tensors.items() if k.startswith("bundle_emb."))
+    tensors["bundle_emb.badtok.first"] = vector.clone()
+    tensors["bundle_emb.badtok.second"] = vector.clone()
+    save_file(tensors, str(webui.lora_dir / "bad_emb.safetensors"))
+    shown = []
+    errors.display = lambda e, task, **kw: shown.append(task)
+    weights, processed = sampled(webui, "a photo <lora:bad_emb:1> <lora:y:0.5>")
+    assert shown == []
+    expected = [
+        (webui.lora_dir / "bad_emb.safetensors", 1.0, 1.0),
+        (webui.lora_dir / "y.safetensors", 0.5, 0.5),
+    ]
+    assert same_state(weights, expected_state("sd1", expected)) == []  # both still applied
+    assert any("badtok" in line for line in processed.comments.splitlines()), processed.comments

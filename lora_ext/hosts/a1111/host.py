@@ -203,7 +203,7 @@ class A1111Host:
             names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
             messages.not_found(p, names, activation.messages)
         self._guard_cond_cache(p, params_list, activation.signature)
-        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
+        activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
         self._write_hashes(p, activation)
         messages.deliver(p, activation.messages)
         self.last = activation
@@ -236,9 +236,9 @@ class A1111Host:
         activation, found = self._apply_requests(state, requests)
         if found.not_found:
             activation.messages.append(f"Lora not found: {', '.join(name for name, _ in found.not_found)}")
+        activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
         for line in activation.messages:
             messages.console(line)
-        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
         self.last = activation
         self._run_hooks()
 
