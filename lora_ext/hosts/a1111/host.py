@@ -7,8 +7,8 @@ Restore rules (§8.4): every ``activate`` call fully defines the active set, ``[
 (``postprocess`` / ``deactivate``), ``on_before_reload`` and ``on_script_unloaded`` restore eagerly; the next
 activation restores any OTHER model still patched after an exception; ``on_model_loaded`` (weights loaded in place)
 drops backups instead of restoring them, and so does an activation that finds the patched tensors were rewritten
-behind the patcher's back (a model coming back from the webui's memory cache). In low-VRAM modes
-(``sd_model.lowvram``) replaced tensors are moved copies, so the originals are copied into them instead.
+in place behind the patcher's back. Tensors that were only moved between devices (low-VRAM modes, a model kept in
+the webui's memory cache and sent to the CPU and back) hold moved copies, so the originals are copied into them.
 
 Each activation goes through ``lora_ext.activation.build_active_set`` (``lbw=`` block weights; ``hr=``, ``hrte=``,
 ``hrunet=`` in the hires pass, ``p.is_hr_pass``), the same step the diffusers host uses.
@@ -139,8 +139,9 @@ class A1111Host:
         if state is None:
             return
         if state.patcher.is_patched:
-            if state.patcher.verify() or moved_only(sd_model):
-                for problem in state.patcher.restore(moved=moved_only(sd_model)):
+            moved = moved_only(sd_model, state.patcher)
+            if moved or state.patcher.verify():
+                for problem in state.patcher.restore(moved=moved):
                     messages.console(str(problem))
             else:
                 state.patcher.drop_backups()
@@ -254,7 +255,7 @@ class A1111Host:
         if state is None:
             return None
         if state.patcher.is_patched and not state.patcher.verify():
-            if moved_only(sd_model):  # low-VRAM modes move modules between devices: put the originals back
+            if moved_only(sd_model, state.patcher):  # moved between devices: put the originals back
                 for problem in state.patcher.restore(moved=True):
                     messages.console(str(problem))
             else:
@@ -390,11 +391,13 @@ class A1111Host:
             hook(self)
 
 
-def moved_only(sd_model: Any) -> bool:
-    """True when the webui moves this model's modules between devices (``--lowvram`` / ``--medvram``: the webui sets
-    ``sd_model.lowvram``); then replaced tensors hold moved copies of ours, not reloaded weights, and restoring
-    copies the originals into them (``Patcher.restore(moved=True)``)."""
-    return bool(getattr(sd_model, "lowvram", False))
+def moved_only(sd_model: Any, patcher: Patcher) -> bool:
+    """True when the patched tensors that were replaced hold moved copies of ours, not reloaded weights; restoring
+    then copies the originals into them (``Patcher.restore(moved=True)``). The webui moves modules between devices
+    in low-VRAM modes (``--lowvram`` / ``--medvram``: ``sd_model.lowvram``) and when it switches checkpoints with
+    more than one kept in memory (``sd_checkpoints_keep_in_cpu``: to the CPU and back, no ``model_loaded``, e.g. a
+    refiner or hires checkpoint during a generation); a reload writes in place instead (``Patcher.only_moved``)."""
+    return bool(getattr(sd_model, "lowvram", False)) or patcher.only_moved()
 
 
 def generation_seed(p: Any) -> int | None:
