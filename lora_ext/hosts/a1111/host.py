@@ -11,7 +11,7 @@ in place behind the patcher's back. Tensors that were only moved between devices
 the webui's memory cache and sent to the CPU and back) hold moved copies, so the originals are copied into them.
 
 Each activation goes through ``lora_ext.activation.build_active_set`` (``lbw=`` block weights; ``hr=``, ``hrte=``,
-``hrunet=`` in the hires pass, ``p.is_hr_pass``), the same step the diffusers host uses.
+``hrunet=`` for the hires pass's data, ``hires_activation``), the same step the diffusers host uses.
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ class A1111Host:
                 messages.deliver(p, [NOT_SUPPORTED])
             return
         params_list = list(params_list)
+        hires = hires_activation(p, params_list)
         self._add_default_network(p, params_list)
         requests: list[LoraRequest] = []
         bad: list[str] = []
@@ -196,16 +197,14 @@ class A1111Host:
                 bad.append(str(request))
             else:
                 requests.append(request)
-        activation, found = self._apply_requests(
-            state, requests, hires=bool(getattr(p, "is_hr_pass", False)), seed=generation_seed(p)
-        )
+        activation, found = self._apply_requests(state, requests, hires=hires, seed=generation_seed(p))
         activation.messages[:0] = bad
         if found.not_found:
             names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
             messages.not_found(p, names, activation.messages)
-        self._guard_cond_cache(p, params_list, activation.signature)
+        self._guard_cond_cache(p, params_list, activation.signature, hires)
         activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
-        self._write_hashes(p, activation)
+        self._write_hashes(p, activation, hires)
         messages.deliver(p, activation.messages)
         self.last = activation
         self._run_hooks()
@@ -334,15 +333,13 @@ class A1111Host:
             ]
         params_list.append(extra_networks.ExtraNetworkParams(items=[name, weight]))
 
-    def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple) -> None:
+    def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple, hires: bool) -> None:
         """Clear the webui's cond caches when the same tags now mean other weights (file replaced, failed patch, ...).
 
         The webui keys cached conds by the prompt's extra-network data; that is only safe while the same data always
         leads to the same weights (A1111_CONTRACT §8.2 step 6).
         """
-        key = repr([list(getattr(x, "items", x)) for x in params_list]) + (
-            "|hr" if getattr(p, "is_hr_pass", False) else ""
-        )
+        key = repr([list(getattr(x, "items", x)) for x in params_list]) + ("|hr" if hires else "")
         previous = self._cond_signatures.get(key)
         self._cond_signatures[key] = signature
         if previous is None or previous == signature:
@@ -353,13 +350,13 @@ class A1111Host:
                 cache[0] = None
                 cache[1] = None
 
-    def _write_hashes(self, p: Any, activation: Activation) -> None:
+    def _write_hashes(self, p: Any, activation: Activation, hires: bool) -> None:
         """``Lora hashes`` infotext, reset on first-pass activations and accumulated over hires (§11)."""
         from modules import shared
 
         if not getattr(shared.opts, "lora_add_hashes_to_infotext", True):
             return
-        if not getattr(p, "is_hr_pass", False) or not isinstance(getattr(p, "lora_hashes", None), dict):
+        if not hires or not isinstance(getattr(p, "lora_hashes", None), dict):
             p.lora_hashes = {}  # a dict like the built-in's: written name -> short hash
         for request, entry, _ in activation.active:
             shorthash = self.shorthash(entry)
@@ -398,6 +395,20 @@ def moved_only(sd_model: Any, patcher: Patcher) -> bool:
     more than one kept in memory (``sd_checkpoints_keep_in_cpu``: to the CPU and back, no ``model_loaded``, e.g. a
     refiner or hires checkpoint during a generation); a reload writes in place instead (``Patcher.only_moved``)."""
     return bool(getattr(sd_model, "lowvram", False)) or patcher.only_moved()
+
+
+def hires_activation(p: Any, params_list: Sequence[Any]) -> bool:
+    """True for an activation of the hires pass's data: in the hires pass (``p.is_hr_pass``), and when the webui
+    activates ``p.hr_extra_network_data`` early to compute the hires conds (``--lowvram``/``--medvram``,
+    A1111_CONTRACT §8.3), where ``is_hr_pass`` is still False. The hires data is parsed from the hires prompts on
+    its own, so its params are other objects than the first pass's even for the same prompt."""
+    if getattr(p, "is_hr_pass", False):
+        return True
+    hires_data = getattr(p, "hr_extra_network_data", None)
+    if not params_list or not hires_data:
+        return False
+    ours = {id(params) for values in hires_data.values() for params in values}
+    return all(id(params) in ours for params in params_list)
 
 
 def generation_seed(p: Any) -> int | None:

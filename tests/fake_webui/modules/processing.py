@@ -4,7 +4,9 @@
 per batch ``reload_model_weights`` → ``before_process_batch`` → ``parse_extra_network_prompts`` →
 ``extra_networks.activate`` INSIDE ``devices.autocast()`` → ``process_batch`` → ``setup_conds`` (cond cache keyed
 like the webui's) → hijack comments into ``p.comment`` → sampling under autocast (hires: ``is_hr_pass``, activate
-with ``hr_extra_network_data``, hires conds, ``before_hr``, second sampling) → ``postprocess_batch``; after the loop
+with ``hr_extra_network_data``, hires conds unless computed early, ``before_hr``, second sampling; in low-VRAM modes
+``setup_conds`` computes the hires conds early, activating the hires data while ``is_hr_pass`` is False, then the
+first-pass data again) → ``postprocess_batch``; after the loop
 ``extra_networks.deactivate`` ONLY IF extra networks are enabled and ``p.extra_network_data`` is truthy, then
 ``postprocess``. Like the webui there is NO ``finally`` around the loop: an exception in sampling skips
 ``deactivate`` and ``postprocess``.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from modules import devices, extra_networks, infotext_utils, sd_models, shared
+from modules import devices, extra_networks, infotext_utils, lowvram, sd_models, shared
 from modules.sd_hijack import model_hijack
 
 
@@ -169,6 +171,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         return res
 
     def calculate_hr_conds(self):
+        if self.hr_c is not None:
+            return
         self.hr_uc = self.get_conds_with_caching(
             encode,
             self.negative_prompts,
@@ -186,8 +190,24 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.steps,
         )
 
+    def setup_conds(self):
+        """§8.3: first-pass conds; in low-VRAM modes the hires conds right away, with the hires data activated
+        OUTSIDE the hires pass (``is_hr_pass`` is False), then the first-pass data activated again."""
+        super().setup_conds()
+        self.hr_uc = None
+        self.hr_c = None
+        if self.enable_hr:
+            if shared.opts.hires_fix_use_firstpass_conds:
+                self.calculate_hr_conds()
+            elif lowvram.is_enabled(shared.sd_model):
+                with devices.autocast():
+                    extra_networks.activate(self, self.hr_extra_network_data)
+                self.calculate_hr_conds()
+                with devices.autocast():
+                    extra_networks.activate(self, self.extra_network_data)
+
     def sample(self, conditioning, unconditional_conditioning, seeds):
-        """§8.3: first pass, then the hires pass with its own activation."""
+        """§8.3: first pass, then the hires pass with its own activation (hires conds computed only if not yet)."""
         x = denoise(self, conditioning, seeds, "first")
         if not self.enable_hr:
             return x
