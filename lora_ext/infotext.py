@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from lora_ext.syntax import NETWORKS, TAG_PATTERN, format_tag, split_args, tag_name_problem
 
@@ -75,22 +75,30 @@ def parse_lora_hashes(value: object) -> dict[str, str]:
 
 
 def remap_prompt_by_hashes(
-    prompt: str, hashes: Mapping[str, str], lookup: Callable[[str], list[str]]
+    prompt: str,
+    hashes: Mapping[str, str],
+    lookup: Callable[[str], list[str]],
+    also_in: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
     """Rename ``<lora:…>``/``<lyco:…>`` tags of a pasted prompt to local LoRAs found by the infotext's hashes.
 
     hashes: ``Lora hashes`` as parsed (infotext name → short hash). A tag is looked up by its name as typed or by
         its ``infotext_name``.
     lookup: short hash (12 lowercase hex) → the local names (as a tag would write them) having that hash.
+    also_in: the other prompts pasted with this one (the hires prompt), whose tags share ``hashes``.
     Only the name argument is replaced; weights and options stay byte-identical. Returns the new prompt and one
     note per decision: each rename, and each tag left as written because its hash is invalid, is the empty-input
-    hash, matches no local name, or matches several, or because several names of the prompt share its infotext
-    name (``a/style`` and ``b/style`` are both written as ``style``, so the one hash is only one of theirs).
+    hash, matches no local name, or matches several, or because tags of different names (``a/x`` and ``b/x``, in
+    this prompt or in ``also_in``) share its ``Lora hashes`` entry, which then cannot say which file it is.
     """
-    tags: list[tuple[re.Match[str], list[str], int, str]] = []
-    names_by_alias: dict[str, list[str]] = {}
+    decisions: dict[str, str | None] = {}
+    notes: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    typed = _names_by_entry([prompt, *also_in], hashes)
     for match in TAG_PATTERN.finditer(prompt):
-        if match.group(1) not in NETWORKS:
+        network = match.group(1)
+        if network not in NETWORKS:
             continue
         args = match.group(2).split(":")
         index = _name_index(args)
@@ -100,27 +108,14 @@ def remap_prompt_by_hashes(
         alias = name if name in hashes else infotext_name(name)
         if alias not in hashes:
             continue
-        tags.append((match, args, index, alias))
-        same = names_by_alias.setdefault(alias, [])
-        if name not in same:
-            same.append(name)
-
-    decisions: dict[str, str | None] = {}
-    notes: list[str] = []
-    pieces: list[str] = []
-    last = 0
-    for match, args, index, alias in tags:
-        network, name = match.group(1), args[index]
+        if alias not in decisions and len(typed[alias]) > 1:
+            decisions[alias] = None
+            notes.append(
+                f"Lora hashes: {alias} stands for the tags {', '.join(typed[alias])}, so its hash does not say "
+                "which file each means; left as written."
+            )
         if alias not in decisions:
-            if len(names_by_alias[alias]) > 1:
-                shown = ", ".join(names_by_alias[alias])
-                notes.append(
-                    f"Lora hashes: {shown} are all written as {alias} in the infotext, so its hash "
-                    f"{hashes[alias].strip().lower()} belongs to only one of them; left as written."
-                )
-                decisions[alias] = None
-            else:
-                decisions[alias] = _decide(alias, hashes[alias], lookup, notes)
+            decisions[alias] = _decide(alias, hashes[alias], lookup, notes)
         local = decisions[alias]
         if local is None or local == name:
             continue
@@ -179,6 +174,24 @@ def _number(value: object) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _names_by_entry(prompts: Sequence[str], hashes: Mapping[str, str]) -> dict[str, list[str]]:
+    """``Lora hashes`` entry → the different tag names (as typed, in order) that look it up in ``prompts``."""
+    found: dict[str, list[str]] = {}
+    for prompt in prompts:
+        for match in TAG_PATTERN.finditer(prompt):
+            if match.group(1) not in NETWORKS:
+                continue
+            args = match.group(2).split(":")
+            index = _name_index(args)
+            if index is None:
+                continue
+            name = args[index]
+            alias = name if name in hashes else infotext_name(name)
+            if alias in hashes and name not in found.setdefault(alias, []):
+                found[alias].append(name)
+    return found
 
 
 def _name_index(args: list[str]) -> int | None:

@@ -285,6 +285,19 @@ class Patcher:
         with self._lock:
             return all(b.matches_installed() for rec in self._applied.values() for b in rec.backups)
 
+    def only_moved(self) -> bool:
+        """True when ``verify()`` fails only because patched tensors were moved (``module.to(device)``: new storage,
+        same values, nothing written since), none reloaded in place: then ``restore(moved=True)`` puts the originals
+        back into the moved tensors, where ``drop_backups()`` would leave the LoRA in the model for good."""
+        with self._lock:
+            changed = [
+                b
+                for rec in self._applied.values()
+                for b in rec.backups
+                if b.installed is not None and not b.matches_installed()
+            ]
+            return bool(changed) and all(b.was_moved() for b in changed)
+
     def fingerprint(self) -> tuple:
         """A cheap hashable summary of the installed tensors (storage pointer, version, shape, dtype of each)."""
         with self._lock:

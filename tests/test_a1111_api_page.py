@@ -183,3 +183,20 @@ def test_lyco_dir_is_scanned_and_same_stem_in_two_folders_gets_distinct_items(we
     assert len([n for n in names if n.endswith("x")]) == 2 and len(set(names)) == len(names)
     sub = page().create_item("sub/x", 0)
     assert sub is not None and sub["prompt"].startswith('"<lora:sub/x:"')
+
+
+def test_hide_unknown_for_versions_keeps_the_builtin_meaning(webui):
+    """§7.1 ``lora_hide_unknown_for_versions`` is the user's own opt-in (default ``[]``): listed model versions hide
+    cards of unknown version, as in the built-in, whether or not lora_ext hides incompatible ones."""
+    from modules import shared
+
+    (webui.lora_dir / "x.json").write_text(json.dumps({"sd version": "Unknown"}))
+    page().refresh()
+    assert [i["name"] for i in page().list_items()] == ["x"]
+    shared.opts.lora_hide_unknown_for_versions = ["SDXL"]
+    assert [i["name"] for i in page().list_items()] == ["x"]  # the loaded model is SD1
+    shared.opts.lora_hide_unknown_for_versions = ["SD1"]
+    assert [i["name"] for i in page().list_items()] == []
+    assert page().create_item("x", 0, enable_filter=False) is not None
+    shared.opts.lora_show_all = True
+    assert [i["name"] for i in page().list_items()] == ["x"]

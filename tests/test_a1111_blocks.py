@@ -5,6 +5,7 @@ compared with the engine applied directly."""
 from __future__ import annotations
 
 import pytest
+import torch
 from fake_webui.lora_fixtures import expected_state, same_state, sd1_webui, state, write_lora
 
 
@@ -109,3 +110,23 @@ def test_sdxl_12_value_list(webui, store):
     first, hires, _ = passes(webui, f"a photo <lora:xl:0.7:lbw={vector}>")
     expected = expected_state("sdxl", [(store["xl"], 0.7, 0.7, vector)])
     assert same_state(first, expected) == [] and same_state(hires, expected) == []
+
+
+@pytest.mark.parametrize("lowvram", [False, True])
+def test_hires_text_encoder_weights_reach_the_hires_conds(webui, store, lowvram):
+    """§8.3: with ``--lowvram``/``--medvram`` the webui computes the hires conds before sampling, activating the hires
+    data while ``p.is_hr_pass`` is still False; ``hrte=`` must still be the weight of those conds."""
+    from fake_webui.harness import tiny_model
+    from modules import devices, processing
+
+    def conds(te: float, unet: float):
+        model = tiny_model("sd1")
+        model.load_state_dict(expected_state("sd1", [(store["x"], te, unet)]))
+        with devices.autocast():  # as the webui computes conds
+            return processing.encode(model, ["a photo "], 2)
+
+    webui.model.lowvram = lowvram
+    _, p = webui.txt2img("a photo <lora:x:0.8:hrte=0.1:hrunet=0.5>", enable_hr=True)
+    assert torch.equal(p.c, conds(0.8, 0.8))
+    assert torch.equal(p.hr_c, conds(0.1, 0.5))
+    assert same_state(state(webui.model), webui.original) == []

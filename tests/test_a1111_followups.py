@@ -184,3 +184,17 @@ def test_tab_and_preview_route_follow_the_library_rebuilt_after_list_hidden_file
     hidden = next(e for e in lora_host().library.entries() if e.name == "hidden_covered")
     response = webui.client().get("/lora_ext/preview", params={"path": hidden.path})
     assert response.status_code == 200 and response.content == COVER
+
+
+def test_known_duplicates_are_not_printed_again_at_every_rescan(webui, store, capsys):
+    """A tag naming no file rescans the folders at every activation (each batch and hires pass); duplicates and
+    problems already reported must not fill the console again each time, only when they change."""
+    install(store["y"], webui.lora_dir / "sub", "x")
+    lora_host().refresh()
+    assert "duplicate:" in capsys.readouterr().out
+    webui.txt2img("a photo <lora:missing:1>", n_iter=2, enable_hr=True)
+    assert "duplicate:" not in capsys.readouterr().out
+    install(store["y"], webui.lora_dir / "other", "y")  # a new duplicate: said again
+    lora_host().refresh()
+    out = capsys.readouterr().out
+    assert "duplicate:" in out and "1 new" in out

@@ -218,3 +218,39 @@ def test_exception_then_unload_or_reload_restores(webui, lora_store, callback):
     else:
         script_callbacks.app_reload_callback()  # what webui.py calls on a UI reload (on_before_reload callbacks)
     assert same_state(state(model), original) == []
+
+
+def move_to_other_device(model) -> None:
+    """What ``send_model_to_cpu`` / ``send_model_to_device`` do on a CUDA machine (``model.to(device)``): every
+    parameter gets new storage holding the same values (on this CPU-only machine ``.to("cpu")`` would be a no-op)."""
+    for param in model.parameters():
+        param.data = param.data.clone()
+
+
+def test_patched_model_moved_by_a_mid_generation_checkpoint_switch_is_restored(webui, lora_store):
+    """§6/§8.4 with ``sd_checkpoints_limit`` > 1: a switch during the generation (refiner, hires checkpoint) keeps the
+    patched model in memory and moves it to the CPU (``sd_checkpoints_keep_in_cpu``), then back, with no
+    ``model_loaded``. Its tensors were replaced by moved copies, not reloaded: the originals must come back, or the
+    LoRA stays baked into the model for good (and is applied twice by the next generation with the tag)."""
+    from modules import sd_models
+    from tiny_models import a1111_model
+
+    model_a = webui.load_model("sd1")
+    original_a = state(model_a)
+    lora = install(lora_store["x_sd1"], webui.lora_dir, "x")
+    model_b = a1111_model("sd1", seed=3)
+
+    def refiner_switch(p, pass_name):  # base sampled with the LoRA, then the refiner takes over
+        move_to_other_device(model_a)
+        sd_models.switch_to_cached(model_b)
+
+    webui.txt2img("a photo <lora:x:1>", sampling_probe=refiner_switch)
+    sd_models.switch_to_cached(model_a)
+    move_to_other_device(model_a)
+    assert same_state(state(model_a), original_a) == []
+
+    probe = Probe(model_a)
+    webui.txt2img("a photo <lora:x:1>", sampling_probe=probe)  # patched once, not twice
+    assert same_state(probe.seen[0][1], expected_state("sd1", [(lora, 1.0, 1.0)])) == []
+    webui.txt2img("a photo")
+    assert same_state(state(model_a), original_a) == []

@@ -84,3 +84,46 @@ def test_addnet_fields_left_alone_when_addnet_extension_is_active(webui):
     )
     params = webui.paste(infotext)
     assert params["Prompt"] == "a cat"
+
+
+def test_hires_prompt_is_remapped_too(webui, plain_lora):
+    """USERS H2: a LoRA used only in the hires prompt is in ``Lora hashes``; pasting remaps it in the "Hires prompt"
+    field as well, else the hires pass of the pasted image misses it."""
+    path = install(plain_lora, webui.lora_dir, "orig")
+    processed, _ = webui.txt2img("a photo", enable_hr=True, hr_prompt="a photo <lora:orig:0.4>")
+    assert "Hires prompt" in processed.info and 'Lora hashes: "orig: ' in processed.info
+    path.unlink()
+    install(plain_lora, webui.lora_dir, "renamed")
+    params = webui.paste(processed.info)
+    assert params["Prompt"] == "a photo"
+    assert params["Hires prompt"] == "a photo <lora:renamed:0.4>"
+
+
+def test_same_file_name_in_two_folders_is_never_swapped_on_paste(webui, plain_lora, tmp_path):
+    """``Lora hashes`` names carry no folder (USERS H3), so ``a/x`` and ``b/x`` share one entry holding one hash;
+    pasting must not rename both tags to the file of that hash (a silent swap, CONTRACT §16)."""
+    other = write_lora(tmp_path / "other", "other", "sd1", seed=2, metadata=False)
+    install(plain_lora, webui.lora_dir / "a", "x")
+    install(other, webui.lora_dir / "b", "x")
+    processed, _ = webui.txt2img("a photo <lora:a/x:1> <lora:b/x:0.5>")
+    params = webui.paste(processed.info)
+    assert params["Prompt"] == "a photo <lora:a/x:1> <lora:b/x:0.5>"
+
+
+def test_no_hashing_still_writes_hashes_already_known(webui, plain_lora):
+    """§14 ``--no-hashing``: no file is read for a hash, but hashes already computed (cached) are still used, as the
+    built-in does."""
+    from modules import shared
+
+    install(plain_lora, webui.lora_dir, "orig")
+    install(plain_lora, webui.lora_dir, "never_hashed")
+    first, _ = webui.txt2img("a photo <lora:orig:0.7>")
+    shared.cmd_opts.no_hashing = True
+    try:
+        processed, _ = webui.txt2img("a photo <lora:orig:0.7> <lora:never_hashed:0.2>")
+    finally:
+        shared.cmd_opts.no_hashing = False
+    written = first.extra_generation_params["Lora hashes"]
+    assert (
+        processed.extra_generation_params["Lora hashes"] == written
+    )  # orig's cached hash; never_hashed none

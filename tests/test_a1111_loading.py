@@ -228,3 +228,22 @@ def test_host_package_imports_webui_modules_only_inside_functions():
     for path in (REPO_ROOT / "lora_ext").rglob("*.py"):
         if "a1111" not in path.parts:
             assert webui_imports(ast.walk(ast.parse(path.read_text()))) == [], path  # nowhere else at all
+
+
+def test_ui_reload_lets_the_old_host_go(booted, tmp_path):
+    """A UI reload re-imports the script and builds a new host; nothing the webui keeps (option handlers such as
+    ``list_hidden_files``'s, which outlive ``clear_callbacks``) may keep the old one and its parsed LoRAs alive."""
+    import gc
+    import weakref
+
+    from modules import shared
+
+    booted.start()
+    first = weakref.ref(lora_host())
+    for _ in range(2):
+        booted.stop()  # script_unloaded
+        booted.start()  # initialize_rest(reload_script_modules=True)
+    gc.collect()
+    assert first() is None
+    shared.opts.set("list_hidden_files", False)  # the handler still reaches the current host
+    assert lora_host()._library is None

@@ -174,3 +174,88 @@ def test_coverage_lines_can_be_kept_out_of_the_infotext(webui, store, capsys):
     assert "Lora not found: nope" in processed.comments
     assert not any(line.startswith("xl") for line in processed.comments.splitlines())
     assert "[lora_ext] xl" in capsys.readouterr().out
+
+
+def test_sd_lora_option_with_hires_and_batches_adds_the_network_once(webui, store):
+    """The hires pass's data never holds the added tag, so it is added again there; that must not write a second
+    tag into the prompts (the next batch would then apply the LoRA twice, and the infotext would show it twice)."""
+    from modules import shared
+
+    shared.opts.sd_lora = "y"
+    seen = []
+    processed, p = webui.txt2img(
+        "a photo",
+        n_iter=2,
+        enable_hr=True,
+        sampling_probe=lambda p, name: seen.append((name, state(webui.model))),
+    )
+    expected = expected_state("sd1", [(store["y"], 1.0, 1.0)])
+    assert [name for name, _ in seen] == ["first", "hires", "first", "hires"]
+    for _, weights in seen:
+        assert same_state(weights, expected) == []
+    assert all(prompt.count("<lora:y:") == 1 for prompt in p.all_prompts), p.all_prompts
+    assert processed.info.count("<lora:y:") == 1
+
+
+def test_bundled_embeddings_come_back_after_the_webui_reloads_its_embeddings(webui, store):
+    """The webui reloads its embedding folder at the start of a generation when it changed, clearing
+    ``word_embeddings`` (§9.2); after a failed generation left the LoRA active, the same tag must register the
+    bundled embedding again."""
+    from modules import sd_hijack
+
+    install(store["emb"], webui.lora_dir, "emb")
+    db = sd_hijack.model_hijack.embedding_db
+
+    def fail(p, name):
+        raise RuntimeError("simulated failure inside sampling")
+
+    with pytest.raises(RuntimeError):
+        webui.txt2img("a lxtoken <lora:emb:1>", sampling_probe=fail)
+    db.word_embeddings.clear()  # load_textual_inversion_embeddings() after the folder changed
+    during = []
+    webui.txt2img(
+        "a lxtoken <lora:emb:1>", sampling_probe=lambda p, n: during.append(set(db.word_embeddings))
+    )
+    assert "lxtoken" in during[0]
+
+
+def test_unregistering_bundled_embeddings_never_removes_a_folder_embedding(webui, store):
+    import torch
+    from modules import sd_hijack
+    from modules.textual_inversion import textual_inversion
+
+    install(store["emb"], webui.lora_dir, "emb")
+    db = sd_hijack.model_hijack.embedding_db
+
+    def reload_folder(p, name):  # the folder now has its own "lxtoken" (the webui reloaded it mid-way)
+        folder = textual_inversion.create_embedding_from_data(
+            {"string_to_param": {"*": torch.zeros(1, 32)}}, "x"
+        )
+        db.word_embeddings.clear()
+        db.register_embedding_by_name(folder, webui.model, "lxtoken")
+
+    webui.txt2img("a lxtoken <lora:emb:1>", sampling_probe=reload_folder)
+    assert "lxtoken" in db.word_embeddings
+    assert not getattr(db.word_embeddings["lxtoken"], "lora_ext_bundled", False)
+
+
+def test_bundled_embedding_the_webui_rejects_is_a_message_not_a_lost_generation(webui, store):
+    """A bundled embedding the webui cannot build (two unknown kinds: ``embedding file has multiple terms``) must
+    not make the activation raise, which would drop every LoRA of the batch with a traceback (§3.4)."""
+    from modules import errors
+
+    tensors = load_file(str(store["emb"]))
+    vector = next(v for k, v in tensors.items() if k.startswith("bundle_emb."))
+    tensors["bundle_emb.badtok.first"] = vector.clone()
+    tensors["bundle_emb.badtok.second"] = vector.clone()
+    save_file(tensors, str(webui.lora_dir / "bad_emb.safetensors"))
+    shown = []
+    errors.display = lambda e, task, **kw: shown.append(task)
+    weights, processed = sampled(webui, "a photo <lora:bad_emb:1> <lora:y:0.5>")
+    assert shown == []
+    expected = [
+        (webui.lora_dir / "bad_emb.safetensors", 1.0, 1.0),
+        (webui.lora_dir / "y.safetensors", 0.5, 0.5),
+    ]
+    assert same_state(weights, expected_state("sd1", expected)) == []  # both still applied
+    assert any("badtok" in line for line in processed.comments.splitlines()), processed.comments

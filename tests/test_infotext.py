@@ -112,14 +112,16 @@ def test_remap_matches_folder_qualified_and_named_first_tags() -> None:
     assert new == "<lora:te=0.2:people/alice_v2:1>"
 
 
-def test_remap_leaves_two_names_sharing_one_infotext_name() -> None:
-    """``a/style`` and ``b/style`` are both written as ``style`` (bare names, H3), so the one hash belongs to only
-    one of them: renaming would put the same LoRA in place of both (H6). Both stay, with a note."""
-    prompt = "<lora:a/style:1> <lora:b/style:0.5>"
-    new, notes = remap_prompt_by_hashes(prompt, {"style": H1}, lookup_from({H1: ["a/style"]}))
-    assert new == prompt
-    assert len(notes) == 1
-    assert "a/style" in notes[0] and "b/style" in notes[0] and "left as written" in notes[0]
+def test_remap_leaves_tags_of_different_names_sharing_one_entry() -> None:
+    """``a/x`` and ``b/x`` both write ``x`` (no folders in ``Lora hashes``): one hash cannot name both files."""
+    lookup = lookup_from({H1: ["x_v2"]})
+    prompt = "<lora:a/x:1> <lora:b/x:0.5> <lora:y:1>"
+    new, notes = remap_prompt_by_hashes(prompt, {"x": H1, "y": H1}, lookup)
+    assert new == "<lora:a/x:1> <lora:b/x:0.5> <lora:x_v2:1>"
+    assert any("a/x, b/x" in note and "left as written" in note for note in notes)
+    # the hires prompt pasted with it counts too
+    new, _ = remap_prompt_by_hashes("<lora:a/x:1>", {"x": H1}, lookup, also_in=["<lora:b/x:1>"])
+    assert new == "<lora:a/x:1>"
 
 
 def test_remap_looks_each_hash_up_once_in_lowercase() -> None:

@@ -114,6 +114,15 @@ class TensorBackup:
             and _fingerprint(getattr(self.module, self.attr, None)) == self.installed
         )
 
+    def was_moved(self) -> bool:
+        """True when the module now holds another tensor than the installed one that nothing wrote to since: a move
+        (``module.to(device)`` sets ``param.data`` to a copy; the parameter's version counter stays), not a reload
+        (``load_state_dict`` writes in place and bumps it)."""
+        current = _fingerprint(getattr(self.module, self.attr, None))
+        if self.installed is None or current is None or current == self.installed:
+            return False
+        return current[1] == self.installed[1] and current[2:] == self.installed[2:]
+
     def restore(self) -> None:
         """Bring back the pristine tensor bit-exactly (pointer swap, byte copy, or removal of a created bias)."""
         if self.created:

@@ -7,11 +7,11 @@ Restore rules (§8.4): every ``activate`` call fully defines the active set, ``[
 (``postprocess`` / ``deactivate``), ``on_before_reload`` and ``on_script_unloaded`` restore eagerly; the next
 activation restores any OTHER model still patched after an exception; ``on_model_loaded`` (weights loaded in place)
 drops backups instead of restoring them, and so does an activation that finds the patched tensors were rewritten
-behind the patcher's back (a model coming back from the webui's memory cache). In low-VRAM modes
-(``sd_model.lowvram``) replaced tensors are moved copies, so the originals are copied into them instead.
+in place behind the patcher's back. Tensors that were only moved between devices (low-VRAM modes, a model kept in
+the webui's memory cache and sent to the CPU and back) hold moved copies, so the originals are copied into them.
 
 Each activation goes through ``lora_ext.activation.build_active_set`` (``lbw=`` block weights; ``hr=``, ``hrte=``,
-``hrunet=`` in the hires pass, ``p.is_hr_pass``), the same step the diffusers host uses.
+``hrunet=`` for the hires pass's data, ``hires_activation``), the same step the diffusers host uses.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lora_ext.hosts.a1111.model import parts_from_sd_model
 from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
-from lora_ext.syntax import LoraRequest, parse_args
+from lora_ext.syntax import LoraRequest, parse_args, parse_prompt
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
 
@@ -139,8 +139,9 @@ class A1111Host:
         if state is None:
             return
         if state.patcher.is_patched:
-            if state.patcher.verify() or moved_only(sd_model):
-                for problem in state.patcher.restore(moved=moved_only(sd_model)):
+            moved = moved_only(sd_model, state.patcher)
+            if moved or state.patcher.verify():
+                for problem in state.patcher.restore(moved=moved):
                     messages.console(str(problem))
             else:
                 state.patcher.drop_backups()
@@ -186,6 +187,7 @@ class A1111Host:
                 messages.deliver(p, [NOT_SUPPORTED])
             return
         params_list = list(params_list)
+        hires = hires_activation(p, params_list)
         self._add_default_network(p, params_list)
         requests: list[LoraRequest] = []
         bad: list[str] = []
@@ -195,16 +197,14 @@ class A1111Host:
                 bad.append(str(request))
             else:
                 requests.append(request)
-        activation, found = self._apply_requests(
-            state, requests, hires=bool(getattr(p, "is_hr_pass", False)), seed=generation_seed(p)
-        )
+        activation, found = self._apply_requests(state, requests, hires=hires, seed=generation_seed(p))
         activation.messages[:0] = bad
         if found.not_found:
             names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
             messages.not_found(p, names, activation.messages)
-        self._guard_cond_cache(p, params_list, activation.signature)
-        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
-        self._write_hashes(p, activation)
+        self._guard_cond_cache(p, params_list, activation.signature, hires)
+        activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
+        self._write_hashes(p, activation, hires)
         messages.deliver(p, activation.messages)
         self.last = activation
         self._run_hooks()
@@ -236,9 +236,9 @@ class A1111Host:
         activation, found = self._apply_requests(state, requests)
         if found.not_found:
             activation.messages.append(f"Lora not found: {', '.join(name for name, _ in found.not_found)}")
+        activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
         for line in activation.messages:
             messages.console(line)
-        embeddings.register(state, sd_model, [res for _, _, res in activation.active])
         self.last = activation
         self._run_hooks()
 
@@ -254,7 +254,7 @@ class A1111Host:
         if state is None:
             return None
         if state.patcher.is_patched and not state.patcher.verify():
-            if moved_only(sd_model):  # low-VRAM modes move modules between devices: put the originals back
+            if moved_only(sd_model, state.patcher):  # moved between devices: put the originals back
                 for problem in state.patcher.restore(moved=True):
                     messages.console(str(problem))
             else:
@@ -313,7 +313,12 @@ class A1111Host:
     # -- helpers --------------------------------------------------------------------------------------------------
 
     def _add_default_network(self, p: Any, params_list: list) -> None:
-        """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5)."""
+        """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5).
+
+        The tag is written into each of ``p.all_prompts`` (for the infotext) only where that prompt does not already
+        name the LoRA: the hires pass's data never holds it, and adding it again there made later batches apply the
+        LoRA twice (the built-in's behaviour).
+        """
         from modules import extra_networks, shared
 
         name = getattr(shared.opts, "sd_lora", "None")
@@ -323,18 +328,18 @@ class A1111Host:
             return
         weight = shared.opts.extra_networks_default_multiplier
         if getattr(p, "all_prompts", None):
-            p.all_prompts = [x + f"<lora:{name}:{weight}>" for x in p.all_prompts]
+            p.all_prompts = [
+                x if _names_lora(x, name) else x + f"<lora:{name}:{weight}>" for x in p.all_prompts
+            ]
         params_list.append(extra_networks.ExtraNetworkParams(items=[name, weight]))
 
-    def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple) -> None:
+    def _guard_cond_cache(self, p: Any, params_list: list, signature: tuple, hires: bool) -> None:
         """Clear the webui's cond caches when the same tags now mean other weights (file replaced, failed patch, ...).
 
         The webui keys cached conds by the prompt's extra-network data; that is only safe while the same data always
         leads to the same weights (A1111_CONTRACT §8.2 step 6).
         """
-        key = repr([list(getattr(x, "items", x)) for x in params_list]) + (
-            "|hr" if getattr(p, "is_hr_pass", False) else ""
-        )
+        key = repr([list(getattr(x, "items", x)) for x in params_list]) + ("|hr" if hires else "")
         previous = self._cond_signatures.get(key)
         self._cond_signatures[key] = signature
         if previous is None or previous == signature:
@@ -345,13 +350,13 @@ class A1111Host:
                 cache[0] = None
                 cache[1] = None
 
-    def _write_hashes(self, p: Any, activation: Activation) -> None:
+    def _write_hashes(self, p: Any, activation: Activation, hires: bool) -> None:
         """``Lora hashes`` infotext, reset on first-pass activations and accumulated over hires (§11)."""
         from modules import shared
 
         if not getattr(shared.opts, "lora_add_hashes_to_infotext", True):
             return
-        if not getattr(p, "is_hr_pass", False) or not isinstance(getattr(p, "lora_hashes", None), dict):
+        if not hires or not isinstance(getattr(p, "lora_hashes", None), dict):
             p.lora_hashes = {}  # a dict like the built-in's: written name -> short hash
         for request, entry, _ in activation.active:
             shorthash = self.shorthash(entry)
@@ -364,15 +369,14 @@ class A1111Host:
             p.extra_generation_params.pop("Lora hashes", None)
 
     def shorthash(self, entry: Any) -> str | None:
-        """The entry's 12-hex short hash, or None (``--no-hashing`` and no embedded hash, unreadable file)."""
+        """The entry's 12-hex short hash, or None (unreadable file; ``--no-hashing`` and no embedded or already
+        computed hash)."""
         from modules import shared
 
         embedded = getattr(entry, "sshs_model_hash", None)
         if embedded:
             return embedded[:12]
-        if getattr(shared.cmd_opts, "no_hashing", False):
-            return None
-        hashes = self.library.hashes(entry)
+        hashes = self.library.hashes(entry, compute=not getattr(shared.cmd_opts, "no_hashing", False))
         return None if isinstance(hashes, Problem) else getattr(hashes, "shorthash", None)
 
     def inspect(self, entry: Any) -> dict[str, Any]:
@@ -384,11 +388,27 @@ class A1111Host:
             hook(self)
 
 
-def moved_only(sd_model: Any) -> bool:
-    """True when the webui moves this model's modules between devices (``--lowvram`` / ``--medvram``: the webui sets
-    ``sd_model.lowvram``); then replaced tensors hold moved copies of ours, not reloaded weights, and restoring
-    copies the originals into them (``Patcher.restore(moved=True)``)."""
-    return bool(getattr(sd_model, "lowvram", False))
+def moved_only(sd_model: Any, patcher: Patcher) -> bool:
+    """True when the patched tensors that were replaced hold moved copies of ours, not reloaded weights; restoring
+    then copies the originals into them (``Patcher.restore(moved=True)``). The webui moves modules between devices
+    in low-VRAM modes (``--lowvram`` / ``--medvram``: ``sd_model.lowvram``) and when it switches checkpoints with
+    more than one kept in memory (``sd_checkpoints_keep_in_cpu``: to the CPU and back, no ``model_loaded``, e.g. a
+    refiner or hires checkpoint during a generation); a reload writes in place instead (``Patcher.only_moved``)."""
+    return bool(getattr(sd_model, "lowvram", False)) or patcher.only_moved()
+
+
+def hires_activation(p: Any, params_list: Sequence[Any]) -> bool:
+    """True for an activation of the hires pass's data: in the hires pass (``p.is_hr_pass``), and when the webui
+    activates ``p.hr_extra_network_data`` early to compute the hires conds (``--lowvram``/``--medvram``,
+    A1111_CONTRACT §8.3), where ``is_hr_pass`` is still False. The hires data is parsed from the hires prompts on
+    its own, so its params are other objects than the first pass's even for the same prompt."""
+    if getattr(p, "is_hr_pass", False):
+        return True
+    hires_data = getattr(p, "hr_extra_network_data", None)
+    if not params_list or not hires_data:
+        return False
+    ours = {id(params) for values in hires_data.values() for params in values}
+    return all(id(params) in ours for params in params_list)
 
 
 def generation_seed(p: Any) -> int | None:
@@ -399,6 +419,11 @@ def generation_seed(p: Any) -> int | None:
             return int(seeds[0])
     seed = getattr(p, "seed", None)
     return int(seed) if isinstance(seed, (int, float)) else None
+
+
+def _names_lora(prompt: str, name: str) -> bool:
+    """True when ``prompt`` has a ``<lora:…>``/``<lyco:…>`` tag naming ``name``."""
+    return any(request.name == name for request in parse_prompt(prompt).requests)
 
 
 def _stat(path: str) -> tuple[int, int]:

@@ -10,18 +10,18 @@ from lora_ext.library import LoraLibrary, RefreshReport
 class WebuiLibrary(LoraLibrary):
     """``LoraLibrary`` whose ``refresh()`` prints ``RefreshReport.lines()`` to the console.
 
-    A refresh that found nothing new (no added, changed or removed file, no duplicate, no problem) prints nothing,
-    so the rescans a tag lookup does on a miss stay quiet; the first refresh always prints its summary line.
+    A refresh that found nothing new (no added, changed or removed file, and the same duplicates and problems as
+    the last report printed) prints nothing, so the rescans a tag lookup does on a miss (every batch and hires pass)
+    stay quiet; the first refresh always prints its summary line.
     """
 
-    _reported_once = False
+    _reported: tuple | None = None  # the duplicates and problems of the last report printed
 
     def refresh(self) -> RefreshReport:
         report = super().refresh()
-        worth_saying = report.added or report.changed or report.removed or report.duplicates
-        worth_saying = worth_saying or any(p.severity != "info" for p in report.errors)
-        if worth_saying or not self._reported_once:
-            self._reported_once = True
+        known = (tuple(report.duplicates), tuple(str(p) for p in report.errors if p.severity != "info"))
+        if report.added or report.changed or report.removed or known != self._reported:
+            self._reported = known
             for line in report.lines():
                 messages.console(line)
         return report

@@ -1,9 +1,10 @@
 """The Extra Networks "Lora" page (A1111_CONTRACT §4): one-word title, item dicts per §4.3 and §4.4.
 
 Differences from the built-in, on purpose (§16): a LoRA made for another model version is shown with a badge in
-its description and a search term, and hidden only when the user opted to (``lora_ext_hide_incompatible``, or the
-built-in's ``lora_hide_unknown_for_versions`` for unknown ones when hiding is on); card sort keys carry the real
-creation and modification dates (not swapped); same-named files in different folders get distinct items.
+its description and a search term, and hidden only when the user opted to (``lora_ext_hide_incompatible``); cards of
+unknown version are hidden for the model versions listed in ``lora_hide_unknown_for_versions``, as in the built-in
+(empty by default); card sort keys carry the real creation and modification dates (not swapped); same-named files
+in different folders get distinct items.
 """
 
 from __future__ import annotations
@@ -80,13 +81,10 @@ def make_page(host: Any) -> Any:
                 and shared.sd_model is not None
                 and not getattr(shared.opts, "lora_show_all", False)
             ):
-                hide = getattr(shared.opts, "lora_ext_hide_incompatible", False)
-                if hide and mismatch:
+                if mismatch and getattr(shared.opts, "lora_ext_hide_incompatible", False):
                     return None
-                if (
-                    hide
-                    and version == "Unknown"
-                    and model_arch in (getattr(shared.opts, "lora_hide_unknown_for_versions", []) or [])
+                if version == "Unknown" and model_arch in (
+                    getattr(shared.opts, "lora_hide_unknown_for_versions", []) or []
                 ):
                     return None
             path, _ = os.path.splitext(entry.path)

@@ -1,4 +1,5 @@
-"""Infotext paste hooks (A1111_CONTRACT §11): remap ``<lora:ALIAS:`` by ``Lora hashes`` and convert AddNet fields.
+"""Infotext paste hooks (A1111_CONTRACT §11): remap ``<lora:ALIAS:`` by ``Lora hashes`` (in the prompt and the hires
+prompt) and convert AddNet fields.
 
 A tag is renamed only when its short hash matches exactly one local LoRA; otherwise it stays as written and a note
 says why (never a silent swap, §16). The notes are shown in the console and kept in ``params["lora_ext notes"]``.
@@ -34,20 +35,28 @@ def local_names(host: Any, shorthash: str) -> list[str]:
     return [library.tag_name(e, prefer) for e in library.by_shorthash(shorthash, compute_missing=compute)]
 
 
+#: Pasted fields whose tags are remapped: the prompt, and the hires prompt (written when it differs; its LoRAs are
+#: in ``Lora hashes`` too, USERS H2).
+PROMPT_FIELDS = ("Prompt", "Hires prompt")
+
+
 def infotext_pasted(host: Any, infotext: str, params: dict) -> None:
     notes: list[str] = []
+    hashes = parse_lora_hashes(params.get("Lora hashes"))
+    texts = {key: params[key] for key in PROMPT_FIELDS if isinstance(params.get(key), str)}
+    if hashes and texts:
+        host.refresh()  # files renamed or added since the last scan must be found by their hash
+        for key, text in texts.items():
+            others = [other for other_key, other in texts.items() if other_key != key]
+            params[key], remap_notes = remap_prompt_by_hashes(
+                text, hashes, lambda h: local_names(host, h), also_in=others
+            )
+            notes += [note for note in remap_notes if note not in notes]
     prompt = params.get("Prompt")
-    if isinstance(prompt, str):
-        hashes = parse_lora_hashes(params.get("Lora hashes"))
-        if hashes:
-            host.refresh()  # files renamed or added since the last scan must be found by their hash
-            prompt, remap_notes = remap_prompt_by_hashes(prompt, hashes, lambda h: local_names(host, h))
-            notes += remap_notes
-        if not addnet_extension_active():
-            tags = addnet_fields_to_tags(params)
-            if tags:
-                prompt = f"{prompt}\n{tags}" if prompt else tags
-        params["Prompt"] = prompt
+    if isinstance(prompt, str) and not addnet_extension_active():
+        tags = addnet_fields_to_tags(params)
+        if tags:
+            params["Prompt"] = f"{prompt}\n{tags}" if prompt else tags
     if notes:
         params[NOTES_FIELD] = notes
         for note in notes:

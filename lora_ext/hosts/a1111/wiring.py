@@ -68,17 +68,23 @@ def make_library():
 
 def follow_option(opts, key: str, func) -> None:
     """Call ``func()`` when option ``key`` changes, keeping any handler already registered (``opts.onchange``
-    replaces it) and calling nothing now."""
+    replaces it) and calling nothing now.
+
+    The option belongs to the webui and outlives a UI reload, so the handler an earlier script load of ours put
+    there is replaced, not chained: chaining kept every earlier host (and its parsed LoRAs) alive.
+    """
     info = getattr(opts, "data_labels", {}).get(key)
     if info is None:
         return
     previous = getattr(info, "onchange", None)
+    previous = getattr(previous, "lora_ext_previous", previous)
 
     def changed() -> None:
         func()
         if previous is not None:
             previous()
 
+    changed.lora_ext_previous = previous  # type: ignore[attr-defined]
     opts.onchange(key, changed, call=False)
 
 
@@ -113,6 +119,7 @@ def setup() -> type:
 
     def script_unloaded() -> None:
         host.restore_all(release_memory=True)
+        host.loader.invalidate()  # this host is done: its parsed LoRAs are not needed by the next one
         compat.uninstall(host)
 
     script_callbacks.on_before_ui(before_ui, name="lora_ext")

@@ -4,9 +4,12 @@
 per batch ``reload_model_weights`` → ``before_process_batch`` → ``parse_extra_network_prompts`` →
 ``extra_networks.activate`` INSIDE ``devices.autocast()`` → ``process_batch`` → ``setup_conds`` (cond cache keyed
 like the webui's) → hijack comments into ``p.comment`` → sampling under autocast (hires: ``is_hr_pass``, activate
-with ``hr_extra_network_data``, hires conds, ``before_hr``, second sampling) → ``postprocess_batch``; after the loop
-``extra_networks.deactivate`` ONLY IF ``p.extra_network_data`` is truthy, then ``postprocess``. Like the webui there
-is NO ``finally`` around the loop: an exception in sampling skips ``deactivate`` and ``postprocess``.
+with ``hr_extra_network_data``, hires conds unless computed early, ``before_hr``, second sampling; in low-VRAM modes
+``setup_conds`` computes the hires conds early, activating the hires data while ``is_hr_pass`` is False, then the
+first-pass data again) → ``postprocess_batch``; after the loop
+``extra_networks.deactivate`` ONLY IF extra networks are enabled and ``p.extra_network_data`` is truthy, then
+``postprocess``. Like the webui there is NO ``finally`` around the loop: an exception in sampling skips
+``deactivate`` and ``postprocess``.
 
 The model is asked for ``get_learned_conditioning(prompts)`` (text encoders) and ``apply_model(x, t, cond)``
 (UNet), the LatentDiffusion API the webui's samplers use, with fallbacks for the tiny A1111-shaped trees. Tests observe weights during
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from modules import devices, extra_networks, infotext_utils, sd_models, shared
+from modules import devices, extra_networks, infotext_utils, lowvram, sd_models, shared
 from modules.sd_hijack import model_hijack
 
 
@@ -155,6 +158,9 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         if self.enable_hr:
             hr = self.hr_prompt or None
             self.all_hr_prompts = [hr or x for x in self.all_prompts]
+            # §11: the webui's ``init`` stores a per-image callable; the infotext gets "Hires prompt" only when it
+            # differs from the image's prompt
+            self.extra_generation_params["Hires prompt"] = get_hr_prompt
 
     def parse_extra_network_prompts(self):
         res = super().parse_extra_network_prompts()
@@ -165,6 +171,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         return res
 
     def calculate_hr_conds(self):
+        if self.hr_c is not None:
+            return
         self.hr_uc = self.get_conds_with_caching(
             encode,
             self.negative_prompts,
@@ -182,8 +190,24 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.steps,
         )
 
+    def setup_conds(self):
+        """§8.3: first-pass conds; in low-VRAM modes the hires conds right away, with the hires data activated
+        OUTSIDE the hires pass (``is_hr_pass`` is False), then the first-pass data activated again."""
+        super().setup_conds()
+        self.hr_uc = None
+        self.hr_c = None
+        if self.enable_hr:
+            if shared.opts.hires_fix_use_firstpass_conds:
+                self.calculate_hr_conds()
+            elif lowvram.is_enabled(shared.sd_model):
+                with devices.autocast():
+                    extra_networks.activate(self, self.hr_extra_network_data)
+                self.calculate_hr_conds()
+                with devices.autocast():
+                    extra_networks.activate(self, self.extra_network_data)
+
     def sample(self, conditioning, unconditional_conditioning, seeds):
-        """§8.3: first pass, then the hires pass with its own activation."""
+        """§8.3: first pass, then the hires pass with its own activation (hires conds computed only if not yet)."""
         x = denoise(self, conditioning, seeds, "first")
         if not self.enable_hr:
             return x
@@ -198,6 +222,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         x = denoise(self, self.hr_c, seeds, "hires", x)
         self.is_hr_pass = False
         return x
+
+
+def get_hr_prompt(p, index, prompt_text, **kwargs):
+    hr_prompt = p.all_hr_prompts[index]
+    return hr_prompt if hr_prompt != prompt_text else None
 
 
 def encode(sd_model, prompts, steps):
@@ -303,7 +332,7 @@ def process_images_inner(p):
         p.outputs.append(samples)
         for i in range(len(p.prompts)):
             infotexts.append(create_infotext(p, b + i))
-    if p.extra_network_data:
+    if not p.disable_extra_networks and p.extra_network_data:  # §8.2 step 5
         extra_networks.deactivate(p, p.extra_network_data)
     devices.torch_gc()
     res = Processed(p, output, infotexts)
@@ -313,6 +342,12 @@ def process_images_inner(p):
 
 
 def create_infotext(p, index):
+    """``processing.create_infotext``: callable values of ``extra_generation_params`` are called per image."""
+    prompt_text = p.all_prompts[index]
+    negative_prompt = p.all_negative_prompts[index]
     params = {"Steps": p.steps, "Seed": p.all_seeds[index], "Size": f"{p.width}x{p.height}"}
-    params.update(p.extra_generation_params)
-    return infotext_utils.create_infotext(p.all_prompts[index], p.all_negative_prompts[index], params)
+    for key, value in p.extra_generation_params.items():
+        if callable(value):
+            value = value(p=p, index=index, prompt_text=prompt_text, negative_prompt=negative_prompt)
+        params[key] = value
+    return infotext_utils.create_infotext(prompt_text, negative_prompt, params)

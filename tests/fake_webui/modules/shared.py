@@ -57,6 +57,9 @@ options_templates.update(
             "fp8_storage": OptionInfo("Disable", "FP8 weight"),
             "cache_fp16_weight": OptionInfo(False, "Cache FP16 weight for LoRA"),
             "persistent_cond_cache": OptionInfo(True, "Persistent cond cache"),
+            "hires_fix_use_firstpass_conds": OptionInfo(
+                False, "For hires fix, calculate conds of second pass using extra networks of first pass"
+            ),
             "sd_checkpoints_limit": OptionInfo(1, "Maximum number of checkpoints loaded at the same time"),
         },
     )

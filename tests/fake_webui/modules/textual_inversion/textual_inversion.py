@@ -21,8 +21,9 @@ class Embedding:
 
 
 def create_embedding_from_data(data, name, filename="unknown embedding file", filepath=None):
-    """Like the webui: ``{"string_to_param": {token: tensor}}`` (exactly one entry) or SDXL ``{"clip_g", "clip_l"}``
-    (both required); anything else raises."""
+    """Like the webui: ``{"string_to_param": {token: tensor}}`` (exactly one entry), SDXL ``{"clip_g", "clip_l"}``
+    (both required), or a diffusers concept ``{token: tensor}`` (exactly one entry, else AssertionError); anything
+    else raises."""
     if "string_to_param" in data:
         param_dict = data["string_to_param"]
         assert len(param_dict) == 1, "embedding file has multiple terms in it"
@@ -33,6 +34,14 @@ def create_embedding_from_data(data, name, filename="unknown embedding file", fi
         vec = {k: v.detach().to(torch.float32) for k, v in data.items()}
         shape = data["clip_g"].shape[-1] + data["clip_l"].shape[-1]
         vectors = data["clip_g"].shape[0]
+    elif isinstance(data, dict) and isinstance(next(iter(data.values()), None), torch.Tensor):
+        assert len(data.keys()) == 1, "embedding file has multiple terms in it"
+        emb = next(iter(data.values()))
+        if len(emb.shape) == 1:
+            emb = emb.unsqueeze(0)
+        vec = emb.detach().to(torch.float32)
+        shape = vec.shape[-1]
+        vectors = vec.shape[0]
     else:
         raise Exception(
             f"Couldn't identify {filename} as neither textual inversion embedding nor diffuser concept."
