@@ -24,6 +24,9 @@ SHORTHASH_PATTERN = re.compile(r"[0-9a-f]{12}")
 #: Short sha256 of empty input; seen on broken files and hash caches, it identifies nothing (USERS H6).
 EMPTY_INPUT_SHORTHASH = "e3b0c44298fc"
 
+#: The words of the note for a hash no local file has (hosts look for them to add why the search was partial).
+MATCHES_NOTHING = "matches no local file"
+
 # AddNet writes "name(0123abcd)" or "name (0123abcd)" for a model.
 _ADDNET_MODEL = re.compile(r"(.*?)\s*\([0-9a-fA-F]+\)\s*")
 
@@ -220,9 +223,7 @@ def _decide(alias: str, raw_hash: str, lookup: Callable[[str], list[str]], notes
     if len(names) == 1 and tag_name_problem(names[0]) is None:
         return names[0]
     if not names:
-        notes.append(
-            f"Lora hashes: {alias} has hash {shorthash}, which matches no local file; left as written."
-        )
+        notes.append(f"Lora hashes: {alias} has hash {shorthash}, which {MATCHES_NOTHING}; left as written.")
     elif len(names) == 1:
         notes.append(
             f"Lora hashes: {alias} has hash {shorthash}, which matches the local file {names[0]}, "

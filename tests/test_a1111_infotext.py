@@ -127,3 +127,37 @@ def test_no_hashing_still_writes_hashes_already_known(webui, plain_lora):
     assert (
         processed.extra_generation_params["Lora hashes"] == written
     )  # orig's cached hash; never_hashed none
+
+
+def test_paste_reads_at_most_the_budget_of_never_hashed_files(webui, plain_lora, monkeypatch):
+    """Paste runs for every parsed infotext (paste buttons, png-info): it must not hash a whole library. Over
+    ``PASTE_HASH_BUDGET`` only known hashes are searched, the file the pasted name points at is still confirmed, and
+    a note says how many files were not searched."""
+    from fake_webui.harness import lora_host
+
+    from lora_ext.hosts.a1111 import paste
+
+    infotext = generate_infotext(webui, plain_lora)
+    renamed = install(plain_lora, webui.lora_dir, "renamed")
+    other = write_lora(webui.lora_dir.parent / "src", "other", "sd1", seed=3, metadata=False)
+    install(other, webui.lora_dir, "unrelated")
+    monkeypatch.setattr(paste, "PASTE_HASH_BUDGET", renamed.stat().st_size - 1)
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:orig:0.7>, detailed"  # renamed was not hashed, so not found
+    assert any("2 LoRA files" in note and "not been hashed yet" in note for note in params["lora_ext notes"])
+    library = lora_host().library
+    assert all(library.known_hashes(e) is None for e in library.entries())
+
+    # the pasted name points at a local file never hashed: that one file is read and confirms the name
+    install(plain_lora, webui.lora_dir, "orig")
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:orig:0.7>, detailed"
+    assert "lora_ext notes" not in params
+    hashed = {e.name for e in library.entries() if library.known_hashes(e) is not None}
+    assert hashed == {"orig"}
+
+    # under the budget the whole library is searched again (USERS H7)
+    (webui.lora_dir / "orig.safetensors").unlink()
+    monkeypatch.setattr(paste, "PASTE_HASH_BUDGET", 2 * 1024**3)
+    params = webui.paste(infotext)
+    assert params["Prompt"] == "a photo <lora:renamed:0.7>, detailed"
