@@ -81,3 +81,25 @@ def test_a1111_keeps_memory_between_lora_generations_and_releases_it_after_one_w
 
         script_callbacks.app_reload_callback()  # UI reload: restore and give back
         assert calls == [1, 1]
+
+
+def test_release_also_empties_the_pinned_host_cache_when_cuda_is_in_use(monkeypatch):
+    """The copy strategy keeps GPU weights' pristine copies in pinned host memory; torch caches it after free, so
+    releasing memory must flush that cache too (only when a CUDA context exists: nothing was pinned otherwise)."""
+    from lora_ext.patching import memory
+
+    flushed: list[int] = []
+    monkeypatch.setattr(torch.accelerator, "empty_host_cache", lambda: flushed.append(1))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    memory.release_freed_memory()
+    assert flushed == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    memory.release_freed_memory()
+    assert flushed == [1]
+
+    def no_device() -> None:
+        raise RuntimeError("Cannot access accelerator device when none is available.")
+
+    monkeypatch.setattr(torch.accelerator, "empty_host_cache", no_device)
+    assert memory.release_pinned_memory() is False
