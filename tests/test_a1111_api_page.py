@@ -150,6 +150,23 @@ def test_page_onclick_without_preferred_weight_leaves_the_default_multiplier_to_
     assert json.loads(call[len("loraExtPageCardClicked(this, ") : -1])["weight"] is None
 
 
+def test_page_search_terms_carry_the_hashes_the_library_knows(webui):
+    """USERS C15, H5: once the library has hashed the file, the card is found by its sha256 (Civitai AutoV2 is the
+    first 10 digits) and its addnet hash; listing the cards hashes nothing."""
+    import hashlib
+
+    from fake_webui.harness import lora_host
+
+    path = webui.lora_dir / "x.safetensors"
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    library = lora_host().library
+    assert sha256 not in page().create_item("x", 0)["search_terms"]  # not known yet, and not computed here
+    hashes = library.hashes(library.resolve("x"))
+    item = page().create_item("x", 0)
+    assert sha256 in item["search_terms"] and hashes.addnet in item["search_terms"]
+    assert item["shorthash"] == hashes.shorthash
+
+
 def test_default_weight_expression_when_no_preferred_weight(webui):
     item = page().create_item("x", 0)
     assert item["prompt"] == '"<lora:x:" + opts.extra_networks_default_multiplier + ">"'

@@ -9,7 +9,8 @@ in different folders get distinct items.
 Card clicks (USERS C11, C12, N4, S14): each item carries an ``onclick`` calling ``loraExtPageCardClicked`` in
 ``javascript/lora_ext.js``, the same insert/toggle as our LoRA tab's cards (any weight form, extra arguments, the
 ``{prompt}`` placeholder); the webui's default ``cardClicked`` toggle only recognises ``[\\d.]+`` weights (§13).
-``prompt`` and ``negative_prompt`` stay as the built-in writes them, for other extensions that read them.
+``prompt`` and ``negative_prompt`` stay as the built-in writes them, for other extensions that read them. Search
+terms carry the hashes the library already knows without reading the file (C15, H5).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from lora_ext.hosts.a1111.model import model_architecture
 from lora_ext.library import EMBEDDED_PREVIEW
 from lora_ext.syntax import format_weight
+from lora_ext.ui.cards import hash_terms
 
 TITLE = "Lora"  # one word: the webui's metadata routes look pages up by name (§4.1)
 KNOWN_VERSIONS = ("SD1", "SD2", "SDXL")
@@ -65,6 +67,13 @@ def card_click(tag_name: str, entry: Any, allow_negative_prompt: bool) -> str:
         "allowNegative": bool(allow_negative_prompt),
     }
     return html.escape(f"loraExtPageCardClicked(this, {json.dumps(card)})")
+
+
+def search_hashes(library: Any, entry: Any) -> tuple[str | None, list[str]]:
+    """(short hash or None, hash search terms) from the hashes the library knows without reading the file: the
+    embedded ``sshs_model_hash``, the addnet hash and the file's sha256 (Civitai AutoV2 is its first 10 digits)."""
+    hashes = library.known_hashes(entry)
+    return getattr(hashes, "shorthash", None), hash_terms(entry, hashes)
 
 
 def make_page(host: Any) -> Any:
@@ -122,12 +131,8 @@ def make_page(host: Any) -> Any:
                 prompt += " + " + quote_js(" " + entry.activation_text)
             negative = quote_js(f"({entry.negative_text}:1)") if entry.negative_text else quote_js("")
             description = entry.description or ""
-            search_terms = [self.search_terms_from_path(entry.path)]
-            shorthash = None
-            hashes = host.library.hashes(entry, compute=False)
-            if hashes is not None and hasattr(hashes, "shorthash"):
-                shorthash = hashes.shorthash
-                search_terms.append(hashes.addnet)
+            shorthash, hash_search = search_hashes(host.library, entry)
+            search_terms = [self.search_terms_from_path(entry.path), *hash_search]
             if mismatch:
                 description = f"[{version} LoRA, current model {model_arch}] {description}".strip()
                 search_terms.append(f"incompatible {version}")
