@@ -129,6 +129,51 @@ function loraExtMakeTag(name, weight, defaultMultiplier) {
     return "<lora:" + name + ":" + String(w) + ">";
 }
 
+// True when `text` is a number as a user may write a weight: sign, decimals, exponent ("-0.5", ".8", "1e-1").
+function loraExtIsWeight(text) {
+    return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text);
+}
+
+// Start and end (exclusive) of the last "(TEXT:W)" in `prompt`, W any weight form, or null. Plain string search:
+// regex metacharacters in TEXT are plain text.
+function loraExtFindWeighted(prompt, text) {
+    var head = "(" + text + ":";
+    var at = prompt.lastIndexOf(head);
+    while (at >= 0) {
+        var close = prompt.indexOf(")", at + head.length);
+        if (close >= 0 && loraExtIsWeight(prompt.slice(at + head.length, close))) {
+            return {start: at, end: close + 1};
+        }
+        at = at > 0 ? prompt.lastIndexOf(head, at - 1) : -1;
+    }
+    return null;
+}
+
+// The webui page's negative text, written "(TEXT:1)" as the page's negative_prompt has it (CONTRACT §4.4): `add`
+// true appends it unless a "(TEXT:W)" is already there; false removes the last "(TEXT:W)" whatever W became, with
+// its separator.
+function loraExtToggleWeighted(prompt, text, sep, add) {
+    if (!text) {
+        return prompt;
+    }
+    var found = loraExtFindWeighted(prompt, text);
+    if (add) {
+        return found ? prompt : loraExtAppend(prompt, "(" + text + ":1)", sep);
+    }
+    return found ? loraExtCut(prompt, found.start, found.end, sep) : prompt;
+}
+
+// A click on a card of the webui's own Extra Networks "Lora" page, on the texts of the prompt boxes:
+// card = {name, weight (text or null = defaultMultiplier), activation, negative} (lora_ext/hosts/a1111/page.py).
+// Returns {prompt, negative, removed}: the same insert/toggle as our tab's card (loraExtToggleCard, "{prompt}"
+// placeholder included), and the negative text added with the tag and removed with it.
+function loraExtPageToggle(prompt, negative, card, sep, defaultMultiplier) {
+    var tag = loraExtMakeTag(card.name, card.weight, defaultMultiplier);
+    var res = loraExtToggleCard(prompt, tag, card.activation || "", sep);
+    var neg = loraExtToggleWeighted(negative, card.negative || "", sep, !res.removed);
+    return {prompt: res.prompt, negative: neg, removed: res.removed};
+}
+
 // Filter, sort and page card records (plain objects from the server, see lora_ext/ui/cards.py).
 // query: whitespace-separated terms, all must occur in card.search (already lower-case).
 // state: {query, folder, arch, favOnly, sort: "name"|"path"|"created"|"modified"|"size", desc: bool}
@@ -188,7 +233,7 @@ function loraExtEscape(text) {
 // Prompt boxes a card may write into, in order of preference when none was focused yet. Each prompt id X_prompt
 // has its negative prompt at X_neg_prompt (A1111 convention, also used by the standalone app).
 var loraExtPromptIds = ["lora_ext_app_prompt", "txt2img_prompt", "img2img_prompt"];
-var loraExtState = {lastPromptId: null, tabs: {}};
+var loraExtState = {lastPromptId: null, tabs: {}, focused: {}};
 
 function loraExtRoot() {
     if (typeof gradioApp === "function") {
@@ -258,6 +303,74 @@ function loraExtApplyCard(tab, card) {
             neg.value = loraExtToggleText(neg.value, card.negative, sep, !res.removed);
             loraExtNotifyInput(neg);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The webui's own Extra Networks "Lora" page: each card's onclick calls loraExtPageCardClicked (page.py)
+// ---------------------------------------------------------------------------------------------------------------
+
+// The prompt tab ("txt2img", "img2img") a card of the webui's Extra Networks page belongs to: the nearest ancestor
+// whose id starts with "{tabname}_" for a tabname that has a "{tabname}_prompt" box (the page's element ids are
+// "{tabname}_{page}_…", CONTRACT §4.1). "txt2img" when none does.
+function loraExtPageTabname(el) {
+    for (var node = el; node && node.getAttribute; node = node.parentNode) {
+        var id = node.getAttribute("id") || "";
+        var tabname = id.slice(0, Math.max(0, id.indexOf("_")));
+        if (/^[A-Za-z][\w-]*$/.test(tabname) && loraExtTextarea(tabname + "_prompt")) {
+            return tabname;
+        }
+    }
+    return "txt2img";
+}
+
+// Remember which prompt box of a tab (prompt or negative prompt) had the focus last (a focusin handler).
+function loraExtRememberPromptFocus(e) {
+    var t = e.target;
+    if (!t || t.tagName !== "TEXTAREA" || !t.closest) return;
+    var holder = t.closest("[id$='_prompt']");
+    var m = holder ? /^(.+?)_(neg_)?prompt$/.exec(holder.id) : null;
+    if (m) {
+        loraExtState.focused[m[1]] = holder.id;
+    }
+}
+
+// The prompt box a page card writes its tag into, as the webui's cardClicked chooses it: the tab's prompt; on a
+// page that allows the negative prompt, a card without negative text writes into the box of that tab that had the
+// focus last.
+function loraExtPagePromptId(tabname, allowNegative, hasNegative) {
+    var focused = loraExtState.focused[tabname];
+    if (allowNegative && !hasNegative && focused && loraExtTextarea(focused)) {
+        return focused;
+    }
+    return tabname + "_prompt";
+}
+
+// Set a textarea's text and tell Gradio (the webui's updateInput), only when the text changed.
+function loraExtSetText(box, text) {
+    if (box && box.value !== text) {
+        box.value = text;
+        loraExtNotifyInput(box);
+    }
+}
+
+// The onclick of a card on the webui's Extra Networks "Lora" page. el: the card element (`this`); card: {name,
+// weight, activation, negative, allowNegative}. Inserts <lora:NAME:W> + activation text with the configured
+// separator (opts.extra_networks_add_text_separator) and "(negative text:1)" into the negative prompt; a second
+// click removes the tag whatever its weight or arguments became, its activation text and the negative text.
+function loraExtPageCardClicked(el, card) {
+    var tabname = loraExtPageTabname(el);
+    var box = loraExtTextarea(loraExtPagePromptId(tabname, !!card.allowNegative, !!card.negative));
+    if (!box || !card.name) {
+        return;
+    }
+    var neg = card.negative ? loraExtTextarea(tabname + "_neg_prompt") : null;
+    var res = loraExtPageToggle(box.value, neg ? neg.value : "", card,
+        loraExtOption("extra_networks_add_text_separator", " "),
+        loraExtOption("extra_networks_default_multiplier", 1));
+    loraExtSetText(box, res.prompt);
+    if (neg) {
+        loraExtSetText(neg, res.negative);
     }
 }
 
@@ -481,6 +594,7 @@ function loraExtInit() {
     if (loraExtState.started) return;
     loraExtState.started = true;
     var root = loraExtRoot();
+    root.addEventListener("focusin", loraExtRememberPromptFocus);
     root.addEventListener("focusin", function(e) {
         var t = e.target;
         if (t.tagName !== "TEXTAREA") return;

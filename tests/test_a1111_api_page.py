@@ -107,6 +107,66 @@ def test_page_item_dict(webui):
     assert item["metadata"]["ss_output_name"] == "x"
 
 
+def test_page_item_onclick_calls_our_toggle_and_prompt_stays_the_builtins(webui):
+    """USERS C11, C12, N4, S14: the item's ``onclick`` (HTML-escaped as the webui splices it, §4.3) hands our
+    toggle the tag name, the preferred weight, the activation text ({prompt} kept) and the negative text; ``prompt``
+    and ``negative_prompt`` stay the built-in's JS expressions for other extensions that read them."""
+    import html
+
+    from modules import ui_extra_networks
+
+    (webui.lora_dir / "x.json").write_text(
+        json.dumps(
+            {
+                "activation text": ' masterpiece, {prompt}, "ink"\nstyle ',
+                "preferred weight": -1.5,
+                "negative text": "bad (hands)",
+            }
+        )
+    )
+    page().refresh()
+    item = page().create_item("x", 0)
+    call = html.unescape(item["onclick"])
+    assert call.startswith("loraExtPageCardClicked(this, {") and call.endswith("})")
+    assert json.loads(call[len("loraExtPageCardClicked(this, ") : -1]) == {
+        "name": "x",
+        "weight": "-1.5",
+        "activation": 'masterpiece, {prompt}, "ink"\nstyle',
+        "negative": "bad (hands)",
+        "allowNegative": False,
+    }
+    assert not set("<>\"'") & set(item["onclick"].replace("&lt;", "").replace("&gt;", ""))
+    quote_js = ui_extra_networks.quote_js
+    assert item["prompt"] == (
+        '"<lora:x:" + "-1.5" + ">" + ' + quote_js('  masterpiece, {prompt}, "ink"\nstyle ')
+    )
+    assert item["negative_prompt"] == quote_js("(bad (hands):1)")
+
+
+def test_page_onclick_without_preferred_weight_leaves_the_default_multiplier_to_click_time(webui):
+    import html
+
+    call = html.unescape(page().create_item("x", 0)["onclick"])
+    assert json.loads(call[len("loraExtPageCardClicked(this, ") : -1])["weight"] is None
+
+
+def test_page_search_terms_carry_the_hashes_the_library_knows(webui):
+    """USERS C15, H5: once the library has hashed the file, the card is found by its sha256 (Civitai AutoV2 is the
+    first 10 digits) and its addnet hash; listing the cards hashes nothing."""
+    import hashlib
+
+    from fake_webui.harness import lora_host
+
+    path = webui.lora_dir / "x.safetensors"
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    library = lora_host().library
+    assert sha256 not in page().create_item("x", 0)["search_terms"]  # not known yet, and not computed here
+    hashes = library.hashes(library.resolve("x"))
+    item = page().create_item("x", 0)
+    assert sha256 in item["search_terms"] and hashes.addnet in item["search_terms"]
+    assert item["shorthash"] == hashes.shorthash
+
+
 def test_default_weight_expression_when_no_preferred_weight(webui):
     item = page().create_item("x", 0)
     assert item["prompt"] == '"<lora:x:" + opts.extra_networks_default_multiplier + ">"'
@@ -133,7 +193,8 @@ def test_metadata_route_and_card_html(webui):
     from modules import ui_extra_networks
 
     html = page().create_html("txt2img")
-    assert "cardClicked(&#x27;txt2img&#x27;" in html
+    assert "onclick='loraExtPageCardClicked(this, {&quot;name&quot;: &quot;x&quot;" in html
+    assert "cardClicked(" not in html  # the webui's default toggle only knows [\\d.]+ weights (§13)
     meta = ui_extra_networks.get_metadata("lora", "x")
     assert json.loads(meta["metadata"])["ss_output_name"] == "x"
 

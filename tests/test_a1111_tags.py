@@ -165,6 +165,45 @@ def test_batch_uses_first_prompt_networks(webui, store):
     assert same_state(seen[0], expected_state("sd1", [(store["y"], 1.0, 1.0)])) == []
 
 
+def batch_p(webui, prompts, **kwargs):
+    """A txt2img ``p`` whose ``all_prompts`` are ``prompts`` (one batch per ``batch_size`` of them)."""
+    from modules import processing, scripts
+
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="", scripts=scripts.scripts_txt2img, **kwargs)
+    p.all_prompts = list(prompts)
+    return p
+
+
+def test_batch_rule_is_said_once_under_the_image_when_a_batch_asks_for_other_loras(webui, capsys):
+    """USERS S10: the webui gives every image of a batch the first prompt's LoRAs; prompts that ask for others get
+    one line naming the prompt, its tags, the tags used and what to do, also with coverage lines kept out of the
+    infotext, and once per generation (two batches, hires pass)."""
+    from modules import processing, shared
+
+    shared.opts.lora_ext_coverage_in_infotext = False
+    p = batch_p(
+        webui,
+        ["a <lora:y:1>", "b <lora:x:-1:0.5>", "c <lora:y:1>", "d"],
+        batch_size=2,
+        n_iter=2,
+        enable_hr=True,
+    )
+    processed = processing.process_images(p)
+    lines = [line for line in processed.comments.splitlines() if "batch" in line]
+    assert lines == [
+        "LoRA batch rule: prompt 2 asks for <lora:x:-1:0.5>, but its batch uses <lora:y:1> from prompt 1 (1 more "
+        "prompt differs too): every image of a batch gets the LoRAs of the batch's first "
+        "prompt (as in the webui). To give each prompt its own LoRAs, set Batch size to 1 and raise Batch count."
+    ]
+    assert capsys.readouterr().out.count("LoRA batch rule") == 1
+    # prompts that ask for the same LoRAs, in another order or other words, get no such line
+    p = batch_p(
+        webui, ["a <lora:y:1> <lora:x:0.5>", "b <lora:x:0.5> <lora:y:1>", "c", "d"], batch_size=2, n_iter=2
+    )
+    assert "batch rule" not in processing.process_images(p).comments
+    assert "batch rule" not in capsys.readouterr().out
+
+
 def test_coverage_lines_can_be_kept_out_of_the_infotext(webui, store, capsys):
     from modules import shared
 
@@ -259,3 +298,16 @@ def test_bundled_embedding_the_webui_rejects_is_a_message_not_a_lost_generation(
     ]
     assert same_state(weights, expected_state("sd1", expected)) == []  # both still applied
     assert any("badtok" in line for line in processed.comments.splitlines()), processed.comments
+
+
+def test_batch_rule_line_compares_each_prompt_with_the_first_of_its_batch():
+    from lora_ext.hosts.a1111.host import batch_rule_line
+
+    assert batch_rule_line([], 2) is None
+    assert batch_rule_line(["<lora:a:1>", "<lora:b:1>"], 1) is None  # one prompt per batch
+    assert batch_rule_line(["<lora:a:1>", "<lora:a:1>", "<lora:b:1>"], 2) is None  # 3 leads batch 2
+    assert batch_rule_line(["x", "y <lora:b:1>"], 2).startswith(
+        "LoRA batch rule: prompt 2 asks for <lora:b:1>, but its batch uses no LoRA from prompt 1: "
+    )
+    assert batch_rule_line(["<lora:a:1:lbw=OUTD>", "<lora:a:1>"], 2) is not None  # block weights differ
+    assert batch_rule_line(["<lora:a:1>", "<lyco:a:1.0>"], 2) is None  # the same request written otherwise

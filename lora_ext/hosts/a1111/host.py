@@ -188,6 +188,8 @@ class A1111Host:
             return
         params_list = list(params_list)
         hires = hires_activation(p, params_list)
+        if not hires:
+            self._say_batch_rule(p)
         self._add_default_network(p, params_list)
         requests: list[LoraRequest] = []
         bad: list[str] = []
@@ -312,6 +314,16 @@ class A1111Host:
 
     # -- helpers --------------------------------------------------------------------------------------------------
 
+    def _say_batch_rule(self, p: Any) -> None:
+        """USERS S10: once per generation, when a batch's prompts ask for other LoRAs than its first prompt, say that
+        the first prompt's LoRAs are used (the webui passes only the first prompt's tags, A1111_CONTRACT §3.2)."""
+        if getattr(p, "lora_ext_batch_rule_checked", False):
+            return
+        p.lora_ext_batch_rule_checked = True
+        line = batch_rule_line(list(getattr(p, "all_prompts", None) or []), getattr(p, "batch_size", 1))
+        if line is not None:
+            messages.notice(p, line)
+
     def _add_default_network(self, p: Any, params_list: list) -> None:
         """The ``sd_lora`` option ("Add network to prompt"), as the built-in does it (A1111_CONTRACT §3.5).
 
@@ -419,6 +431,34 @@ def generation_seed(p: Any) -> int | None:
             return int(seeds[0])
     seed = getattr(p, "seed", None)
     return int(seed) if isinstance(seed, (int, float)) else None
+
+
+def batch_rule_line(prompts: list[str], batch_size: Any) -> str | None:
+    """The message for prompts that ask for other LoRAs than the first prompt of their batch (``batch_size``
+    prompts per batch, in order), or None when every batch's prompts agree. Names the first such prompt's tags and
+    the tags its batch uses, counts the others, and says how to give each prompt its own LoRAs."""
+    size = batch_size if isinstance(batch_size, int) and batch_size > 0 else 1
+    wanted = [_wanted(prompt) for prompt in prompts]
+    differing = [i for i in range(len(prompts)) if i % size and wanted[i][0] != wanted[i - i % size][0]]
+    if not differing:
+        return None
+    first = differing[0]
+    lead = first - first % size
+    more = len(differing) - 1
+    others = f" ({more} more prompt{'s differ' if more > 1 else ' differs'} too)" if more else ""
+    return (
+        f"LoRA batch rule: prompt {first + 1} asks for {wanted[first][1] or 'no LoRA'}, but its batch uses "
+        f"{wanted[lead][1] or 'no LoRA'} from prompt {lead + 1}{others}: every image of a batch gets the LoRAs of "
+        "the batch's first prompt (as in the webui). To give each prompt its own LoRAs, set Batch size to 1 and "
+        "raise Batch count."
+    )
+
+
+def _wanted(prompt: str) -> tuple[list[str], str]:
+    """(what the prompt's tags ask for, in an order-free comparable form; the tags as written)."""
+    requests = parse_prompt(prompt).requests
+    asked = sorted(repr((r.name, r.te, r.unet, r.dyn, sorted(r.named.items()))) for r in requests)
+    return asked, " ".join(r.tag for r in requests)
 
 
 def _names_lora(prompt: str, name: str) -> bool:

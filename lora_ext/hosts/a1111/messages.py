@@ -81,6 +81,14 @@ def deliver(p: Any, lines: list[str]) -> None:
             console(line)
 
 
+def notice(p: Any, line: str) -> None:
+    """A line that always goes under the image (``p.comment``) and to the console, whatever
+    ``lora_ext_coverage_in_infotext`` says: it is about the user's prompts, not about a file's coverage."""
+    if hasattr(p, "comment"):
+        p.comment(line)
+    console(line)
+
+
 def report_exception(task: str, exc: BaseException) -> None:
     """An unexpected engine error: full traceback to the webui's error log, never to the user's image info."""
     try:

@@ -5,10 +5,17 @@ its description and a search term, and hidden only when the user opted to (``lor
 unknown version are hidden for the model versions listed in ``lora_hide_unknown_for_versions``, as in the built-in
 (empty by default); card sort keys carry the real creation and modification dates (not swapped); same-named files
 in different folders get distinct items.
+
+Card clicks (USERS C11, C12, N4, S14): each item carries an ``onclick`` calling ``loraExtPageCardClicked`` in
+``javascript/lora_ext.js``, the same insert/toggle as our LoRA tab's cards (any weight form, extra arguments, the
+``{prompt}`` placeholder); the webui's default ``cardClicked`` toggle only recognises ``[\\d.]+`` weights (§13).
+``prompt`` and ``negative_prompt`` stay as the built-in writes them, for other extensions that read them. Search
+terms carry the hashes the library already knows without reading the file (C15, H5).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 from lora_ext.hosts.a1111.model import model_architecture
 from lora_ext.library import EMBEDDED_PREVIEW
 from lora_ext.syntax import format_weight
+from lora_ext.ui.cards import hash_terms
 
 TITLE = "Lora"  # one word: the webui's metadata routes look pages up by name (§4.1)
 KNOWN_VERSIONS = ("SD1", "SD2", "SDXL")
@@ -44,6 +52,28 @@ def item_names(entries: list[Any]) -> dict[str, Any]:
     for entry in entries:
         counts[entry.name] = counts.get(entry.name, 0) + 1
     return {(entry.name if counts[entry.name] == 1 else entry.relpath): entry for entry in entries}
+
+
+def card_click(tag_name: str, entry: Any, allow_negative_prompt: bool) -> str:
+    """The item's ``onclick`` (§4.3): a call of ``loraExtPageCardClicked(this, {...})`` with the tag name, the
+    preferred weight as text (null: the default multiplier at click time), the activation and negative texts,
+    HTML-escaped because the webui splices a given ``onclick`` into the card's attribute as it is."""
+    weight = entry.preferred_weight  # None when absent or 0 ("use the default multiplier")
+    card = {
+        "name": tag_name,
+        "weight": format_weight(weight) if weight is not None else None,
+        "activation": (entry.activation_text or "").strip(),
+        "negative": (entry.negative_text or "").strip(),
+        "allowNegative": bool(allow_negative_prompt),
+    }
+    return html.escape(f"loraExtPageCardClicked(this, {json.dumps(card)})")
+
+
+def search_hashes(library: Any, entry: Any) -> tuple[str | None, list[str]]:
+    """(short hash or None, hash search terms) from the hashes the library knows without reading the file: the
+    embedded ``sshs_model_hash``, the addnet hash and the file's sha256 (Civitai AutoV2 is its first 10 digits)."""
+    hashes = library.known_hashes(entry)
+    return getattr(hashes, "shorthash", None), hash_terms(entry, hashes)
 
 
 def make_page(host: Any) -> Any:
@@ -101,12 +131,8 @@ def make_page(host: Any) -> Any:
                 prompt += " + " + quote_js(" " + entry.activation_text)
             negative = quote_js(f"({entry.negative_text}:1)") if entry.negative_text else quote_js("")
             description = entry.description or ""
-            search_terms = [self.search_terms_from_path(entry.path)]
-            shorthash = None
-            hashes = host.library.hashes(entry, compute=False)
-            if hashes is not None and hasattr(hashes, "shorthash"):
-                shorthash = hashes.shorthash
-                search_terms.append(hashes.addnet)
+            shorthash, hash_search = search_hashes(host.library, entry)
+            search_terms = [self.search_terms_from_path(entry.path), *hash_search]
             if mismatch:
                 description = f"[{version} LoRA, current model {model_arch}] {description}".strip()
                 search_terms.append(f"incompatible {version}")
@@ -138,6 +164,7 @@ def make_page(host: Any) -> Any:
                 "user_metadata": dict(entry.user_metadata),
                 "prompt": prompt,
                 "negative_prompt": negative,
+                "onclick": card_click(tag_name, entry, self.allow_negative_prompt),
             }
 
         def list_items(self):
