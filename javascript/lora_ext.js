@@ -176,16 +176,20 @@ function loraExtPageToggle(prompt, negative, card, sep, defaultMultiplier) {
 
 // Filter, sort and page card records (plain objects from the server, see lora_ext/ui/cards.py).
 // query: whitespace-separated terms, all must occur in card.search (already lower-case).
-// state: {query, folder, arch, favOnly, sort: "name"|"path"|"created"|"modified"|"size", desc: bool}
+// state: {query, folder, arch, tag, favOnly, sort: "name"|"path"|"created"|"modified"|"added"|"published"|"size",
+// desc: bool}. tag: only cards whose card.tags hold it ("" = all). A card without a value for the sort key (no
+// Civitai publish date) comes last in both directions.
 // Returns the matching cards in order.
 function loraExtSelect(cards, state) {
     var terms = (state.query || "").toLowerCase().split(/\s+/).filter(function(t) { return t.length > 0; });
     var folder = state.folder || "";
+    var tag = state.tag || "";
     var out = [];
     for (var i = 0; i < cards.length; i++) {
         var c = cards[i];
         if (state.favOnly && !c.fav) continue;
         if (state.arch && state.arch !== "all" && c.arch !== state.arch) continue;
+        if (tag && !(c.tags && c.tags.indexOf(tag) >= 0)) continue;
         if (folder && !(c.folder === folder || c.folder.slice(0, folder.length + 1) === folder + "/")) continue;
         if (c.hidden && terms.join("").length < 4) continue;
         var ok = true;
@@ -202,6 +206,9 @@ function loraExtSelect(cards, state) {
     out.sort(function(a, b) {
         var x = a.sort[key];
         var y = b.sort[key];
+        var xMissing = x === null || x === undefined;
+        var yMissing = y === null || y === undefined;
+        if (xMissing !== yMissing) return xMissing ? 1 : -1;
         if (x < y) return -sign;
         if (x > y) return sign;
         return a.sort.path < b.sort.path ? -1 : (a.sort.path > b.sort.path ? 1 : 0);
@@ -388,7 +395,8 @@ function loraExtSend(prefix, what, value) {
 
 function loraExtSaveUiState(tab) {
     try {
-        localStorage.setItem("loraExt.sort." + tab.prefix, JSON.stringify({sort: tab.state.sort, desc: tab.state.desc}));
+        localStorage.setItem("loraExt.sort." + tab.prefix, JSON.stringify(
+            {sort: tab.state.sort, desc: tab.state.desc, descriptions: tab.state.descriptions}));
     } catch (e) {
         // storage may be disabled; sorting still works for this page view
     }
@@ -398,12 +406,96 @@ function loraExtLoadUiState(prefix) {
     try {
         var saved = JSON.parse(localStorage.getItem("loraExt.sort." + prefix) || "null");
         if (saved && typeof saved.sort === "string") {
+            if (["text", "html"].indexOf(saved.descriptions) < 0) saved.descriptions = "off";
             return saved;
         }
     } catch (e) {
         // ignore unreadable state
     }
-    return {sort: "path", desc: false};
+    return {sort: "path", desc: false, descriptions: "off"};
+}
+
+// The tag filter's options from the data (tab.data.tags: [[tag, number of cards]], computed once per data build);
+// a chosen tag the new data no longer lists is dropped.
+function loraExtRenderTagFilter(tab) {
+    var select = tab.root.querySelector(".lora-ext-tagfilter");
+    var tags = tab.data.tags || [];
+    if (!tags.some(function(t) { return t[0] === tab.state.tag; })) tab.state.tag = "";
+    if (!select) return;
+    var html = ['<option value="">All tags</option>'];
+    for (var i = 0; i < tags.length; i++) {
+        html.push('<option value="' + loraExtEscape(tags[i][0]) + '">' + loraExtEscape(tags[i][0]) +
+            " (" + tags[i][1] + ")</option>");
+    }
+    select.innerHTML = html.join("");
+    select.value = tab.state.tag;
+}
+
+// A card description written as HTML, sanitised (USERS C5): parsed in an inert <template> (no script runs, no
+// image loads, no handler fires there), then rebuilt from new nodes: only formatting tags, no attributes but a
+// link's http(s)/mailto href and titles; scripts, styles, frames, objects, forms, SVG/MathML and comments go with
+// their content, other tags (font, img, table, ...) leave their text. Returns a DocumentFragment.
+function loraExtSafeHtml(text) {
+    var keep = ["a", "b", "strong", "i", "em", "u", "s", "del", "ins", "mark", "small", "sub", "sup", "code",
+        "pre", "q", "cite", "span", "div", "p", "br", "hr", "blockquote", "ul", "ol", "li",
+        "h1", "h2", "h3", "h4", "h5", "h6"];
+    var drop = ["script", "style", "iframe", "frame", "frameset", "object", "embed", "applet", "template",
+        "noscript", "noembed", "noframes", "textarea", "select", "option", "button", "form", "input", "title",
+        "xmp", "plaintext", "head", "meta", "link", "base"];
+    var template = document.createElement("template");
+    template.innerHTML = String(text);
+    var out = document.createDocumentFragment();
+    var copy = function(from, to) {
+        for (var node = from.firstChild; node; node = node.nextSibling) {
+            if (node.nodeType === 3) {
+                to.appendChild(document.createTextNode(node.data));
+                continue;
+            }
+            if (node.nodeType !== 1 || node.namespaceURI !== "http://www.w3.org/1999/xhtml") continue;
+            var name = node.localName;
+            if (drop.indexOf(name) >= 0) continue;
+            if (keep.indexOf(name) < 0) {
+                copy(node, to);
+                continue;
+            }
+            var el = document.createElement(name);
+            var title = node.getAttribute("title");
+            if (title) el.setAttribute("title", title);
+            if (name === "a") {
+                var href = (node.getAttribute("href") || "").replace(/[\u0000-\u0020\u007f-\u009f]/g, "");
+                if (/^(https?:|mailto:)/i.test(href)) {
+                    el.setAttribute("href", href);
+                    el.setAttribute("target", "_blank");
+                    el.setAttribute("rel", "noopener noreferrer nofollow");
+                }
+            }
+            copy(node, el);
+            to.appendChild(el);
+        }
+    };
+    copy(template.content, out);
+    return out;
+}
+
+// Put the descriptions of the rendered cards into them (mode "text": as text; "html": sanitised HTML). `cards` are
+// the records of the card elements of `grid`, in order. The CSS clamps a description to three lines, so cards keep
+// their size (USERS C20); the whole text is the tooltip.
+function loraExtShowDescriptions(grid, cards, mode) {
+    var els = grid.querySelectorAll(":scope > .lora-ext-card");
+    for (var i = 0; i < els.length && i < cards.length; i++) {
+        var text = cards[i].desc;
+        var box = els[i].querySelector(".lora-ext-text");
+        if (!text || !box) continue;
+        var div = document.createElement("div");
+        div.className = "lora-ext-desc " + (mode === "html" ? "lora-ext-desc-html" : "lora-ext-desc-text");
+        if (mode === "html") {
+            div.appendChild(loraExtSafeHtml(text));
+        } else {
+            div.textContent = text;
+        }
+        div.title = div.textContent;
+        box.insertBefore(div, box.querySelector(".lora-ext-activation, .lora-ext-problem"));
+    }
 }
 
 function loraExtRenderFolders(tab) {
@@ -441,6 +533,9 @@ function loraExtRender(tab) {
         "No LoRA matches. Clear the search or the filters, or press Refresh." :
         "No LoRA files in the LoRA folders yet. Put .safetensors files there and press Refresh.";
     grid.innerHTML = slice.length ? html.join("") : '<div class="lora-ext-empty">' + empty + "</div>";
+    if (slice.length && (tab.state.descriptions === "text" || tab.state.descriptions === "html")) {
+        loraExtShowDescriptions(grid, slice, tab.state.descriptions);
+    }
     if (info) {
         info.textContent = tab.visible.length + " of " + tab.data.cards.length + " LoRAs, page " +
             (tab.state.page + 1) + "/" + pages;
@@ -458,6 +553,7 @@ function loraExtReadData(tab) {
     for (var i = 0; i < tab.data.cards.length; i++) {
         tab.byName[tab.data.cards[i].name] = tab.data.cards[i];
     }
+    loraExtRenderTagFilter(tab);
     return true;
 }
 
@@ -468,10 +564,13 @@ function loraExtSetupTab(root) {
     }
     var saved = loraExtLoadUiState(prefix);
     var tab = {prefix: prefix, root: root, data: null, version: null, visible: [],
-        state: {query: "", folder: "", arch: "all", favOnly: false, sort: saved.sort, desc: !!saved.desc, page: 0}};
+        state: {query: "", folder: "", arch: "all", tag: "", favOnly: false, sort: saved.sort, desc: !!saved.desc,
+            descriptions: saved.descriptions || "off", page: 0}};
     loraExtState.tabs[prefix] = tab;
     var sortSel = root.querySelector(".lora-ext-sort");
     if (sortSel) sortSel.value = tab.state.sort;
+    var descSel = root.querySelector(".lora-ext-descmode");
+    if (descSel) descSel.value = tab.state.descriptions;
     var orderBtn = root.querySelector(".lora-ext-order");
     if (orderBtn) orderBtn.textContent = tab.state.desc ? "↓" : "↑";
 
@@ -490,6 +589,13 @@ function loraExtSetupTab(root) {
             loraExtSaveUiState(tab);
         } else if (t.classList.contains("lora-ext-arch")) {
             tab.state.arch = t.value;
+        } else if (t.classList.contains("lora-ext-tagfilter")) {
+            tab.state.tag = t.value;
+        } else if (t.classList.contains("lora-ext-descmode")) {
+            tab.state.descriptions = t.value;
+            loraExtSaveUiState(tab);
+            loraExtRender(tab); // same cards, same page
+            return;
         } else if (t.classList.contains("lora-ext-favonly")) {
             tab.state.favOnly = t.checked;
         } else {
@@ -500,6 +606,7 @@ function loraExtSetupTab(root) {
     });
     root.addEventListener("click", function(e) {
         var t = e.target;
+        if (t.closest(".lora-ext-desc a[href]")) return; // a link in a description opens; the card inserts nothing
         var button = t.closest("button, .lora-ext-card");
         if (!button || !root.contains(button)) return;
         // New data may have arrived since the last scan (it runs 50 ms after DOM changes): use it for this click.

@@ -4,7 +4,10 @@ Layout::
 
     {"version": 1, "files": {path: {"fp": [size, mtime_ns], "data": FileData dict,
                                     "sfp": [[name, size, mtime_ns], ...], "sidecars": SidecarData dict,
-                                    "hashes": {"addnet": hex, "sha256": hex}}}}
+                                    "hashes": {"addnet": hex, "sha256": hex},
+                                    "added": seconds since the epoch (first seen, ``library.firstseen``)}}}
+
+A file whose last read failed for a reason that may pass keeps a record of ``{"added": ...}`` only.
 
 A missing file starts empty; an unreadable or malformed one is reported and rebuilt, never fatal.
 Written atomically (temporary file + ``os.replace``).

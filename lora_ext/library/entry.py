@@ -98,6 +98,8 @@ class CivitaiInfo:
     trained_words: ``trainedWords`` in file order.
     description: version description (HTML as Civitai stores it), else the model description.
     model_id, version_id: Civitai ids when present.
+    published: when Civitai published the version (``publishedAt``, else ``createdAt``), seconds since the epoch
+        (UTC); None when the file has neither or they are not ISO 8601 dates.
     """
 
     found: bool = False
@@ -107,6 +109,7 @@ class CivitaiInfo:
     description: str = ""
     model_id: int | None = None
     version_id: int | None = None
+    published: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ class LoraEntry:
     ext: lower-case extension with dot (``.safetensors``).
     size: bytes. mtime: modification time, seconds since the epoch (float). ctime: creation time in seconds: the
         birth time where the OS reports one, else ``st_ctime`` (on Linux: last metadata change). Not swapped, unlike
-        A1111's sort keys (A1111_CONTRACT §4.2).
+        A1111's sort keys (A1111_CONTRACT §4.2). added: when the library first saw the file, seconds since the
+        epoch (kept in the cache; a replaced file keeps it; files there before the cache existed get their mtime).
     hidden: True when any folder (or the file itself) below the root starts with ``.``.
     metadata: safetensors ``__metadata__`` with JSON-valued strings decoded; ``ssmd_cover_images`` is left out (see
         ``cover_count``); empty for non-safetensors files.
@@ -148,6 +152,7 @@ class LoraEntry:
     size: int
     mtime: float
     ctime: float
+    added: float = 0.0
     hidden: bool = False
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     arch: str = "Unknown"

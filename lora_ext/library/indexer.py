@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from lora_ext.errors import Problem
@@ -15,6 +17,7 @@ from lora_ext.library import arch as arch_rules
 from lora_ext.library.cache import load_cache, save_cache
 from lora_ext.library.entry import EMBEDDED_PREVIEW, LoraEntry, RefreshReport
 from lora_ext.library.filedata import FileData, read_file_data
+from lora_ext.library.firstseen import first_seen
 from lora_ext.library.names import NameIndex
 from lora_ext.library.natural import natural_key
 from lora_ext.library.paths import safe_path
@@ -47,6 +50,9 @@ class Indexer:
     Three layers of reuse: the previous snapshot's entry (nothing about the file changed), parsed data held in
     memory, and the cache file's records (a new process). Sidecars have their own fingerprint, and each sidecar
     file is re-read only when its own (size, mtime_ns) changed.
+
+    Each record also keeps the date the library first saw its file (``lora_ext.library.firstseen``); ``clock``
+    gives "now" for it (seconds since the epoch, once per refresh).
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class Indexer:
         allow_external_links: bool,
         preview_extension: str | None,
         counter: ReadCounter,
+        clock: Callable[[], float] = time.time,
     ):
         self.roots = roots
         self.cache_path = cache_path
@@ -64,6 +71,7 @@ class Indexer:
         self.allow_external_links = allow_external_links
         self.preview_extension = preview_extension
         self.counter = counter
+        self.clock = clock
         self.records: dict[str, dict[str, Any]] | None = None  # the cache file's content once loaded
         self.encoded: dict[str, str] = {}  # path -> its record as JSON text; dropped when the record changes
         self._file_data: dict[str, tuple[list[int], FileData]] = {}
@@ -73,6 +81,9 @@ class Indexer:
         self._stale: set[str] = (
             set()
         )  # LoRA paths whose sidecars we just wrote: re-read them whatever the stats
+        # True while a refresh builds a new cache: the files it finds get their mtime as first-seen date
+        self._bootstrap = False
+        self._now = 0.0  # the time of the current refresh, seconds since the epoch
 
     # ----------------------------------------------------------------------------------------------- cache
     def save(self) -> Problem | None:
@@ -115,8 +126,11 @@ class Indexer:
     def refresh(self, old: Snapshot, report: RefreshReport) -> tuple[Snapshot, bool]:
         """A snapshot of the roots now (``old`` itself when nothing changed) and whether the cache needs saving."""
         dirty = False
+        self._now = self.clock()
         if self.records is None:
+            existed = self.cache_path is not None and os.path.exists(self.cache_path)
             self.records, problem = load_cache(self.cache_path)
+            self._bootstrap = not existed or problem is not None
             if problem is not None:
                 report.errors.append(problem)
                 dirty = True
@@ -149,6 +163,7 @@ class Indexer:
             fingerprints[item.path] = key
             report.errors.extend(entry.problems)
         self._stale.clear()
+        self._bootstrap = False
         seen = set(fingerprints)
         report.removed.extend(p for p in old.by_path if p not in seen)
         dirty = self._forget_missing(seen, found) or dirty
@@ -189,11 +204,15 @@ class Indexer:
         data, data_changed = self._file_data_for(item, fp, records)
         sidecars, sidecars_changed = self._sidecars_for(item, sfp, records)
         record = records.get(item.path)
-        if record is not None and record.get("sfp") != sfp:  # a re-read file keeps its sidecars cached
+        if record is not None and (
+            record.get("sfp") != sfp or sidecars_changed
+        ):  # re-read sidecars are cached
             record["sfp"], record["sidecars"] = sfp, sidecars.to_dict()
             self.encoded.pop(item.path, None)
             sidecars_changed = True
-        return build_entry(item, data, sidecars, preview), data.cacheable, data_changed or sidecars_changed
+        added = first_seen(record, item.mtime, self._now, self._bootstrap)
+        entry = build_entry(item, data, sidecars, preview, added)
+        return entry, data.cacheable, data_changed or sidecars_changed
 
     def _file_data_for(self, item: FoundFile, fp: list[int], records: dict[str, dict[str, Any]]):
         held = self._file_data.get(item.path)
@@ -211,14 +230,15 @@ class Indexer:
             self.counter.count(item.path)
         data = read_file_data(item.path, item.ext, item.size)
         self.encoded.pop(item.path, None)
+        added = first_seen(record, item.mtime, self._now, self._bootstrap)  # a replaced file keeps its date
         if data.cacheable:
-            fresh: dict[str, Any] = {"fp": fp, "data": data.to_dict()}
+            fresh: dict[str, Any] = {"fp": fp, "data": data.to_dict(), "added": added}
             if record is not None and "sidecars" in record:  # sidecars have their own fingerprint; hashes not
                 fresh["sfp"], fresh["sidecars"] = record.get("sfp"), record["sidecars"]
             records[item.path] = fresh
             self._file_data[item.path] = (fp, data)
-        else:
-            records.pop(item.path, None)
+        else:  # read again next time; only the first-seen date is kept
+            records[item.path] = {"added": added}
             self._file_data.pop(item.path, None)
         return data, True
 
@@ -289,8 +309,13 @@ def _failed_again(old_key: tuple[Any, ...] | None, entry: LoraEntry, previous: L
     return old_key == _RETRY and entry == previous and entry.problems == previous.problems
 
 
-def build_entry(item: FoundFile, data: FileData, sidecars: SidecarData, preview: str | None) -> LoraEntry:
-    """The entry for one found file from its header data, its sidecars and its preview path."""
+def build_entry(
+    item: FoundFile, data: FileData, sidecars: SidecarData, preview: str | None, added: float | None = None
+) -> LoraEntry:
+    """The entry for one found file from its header data, its sidecars and its preview path.
+
+    added: when the library first saw the file, seconds since the epoch (default: its mtime).
+    """
     user = sidecars.user_metadata
     civitai_arch = sidecars.civitai.arch if sidecars.civitai is not None else None
     arch, arch_source = arch_rules.combine(data.detection, user, civitai_arch)
@@ -312,6 +337,7 @@ def build_entry(item: FoundFile, data: FileData, sidecars: SidecarData, preview:
         size=item.size,
         mtime=item.mtime,
         ctime=item.ctime,
+        added=item.mtime if added is None else added,
         hidden=item.hidden,
         metadata=data.metadata,
         arch=arch,

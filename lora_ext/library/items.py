@@ -25,12 +25,14 @@ def page_item(
     is the preview), ``description``, ``activation_text``, ``negative_text``, ``preferred_weight`` (None = use the
     default multiplier), ``hidden``, ``search_only``, ``shorthash`` (embedded ``sshs_model_hash`` only, else None),
     ``sort_keys`` (``default`` = index in natural path order, ``name``, ``path``, ``date_created``,
-    ``date_modified`` in whole seconds, not swapped), ``search_terms`` (list) and ``search_text`` (lower-case, one
+    ``date_modified``, ``date_added`` (first seen by the library) in whole seconds since the epoch, not swapped;
+    ``date_published`` = Civitai publish date in whole seconds, None without one), ``search_terms`` (list) and ``search_text`` (lower-case, one
     string, for substring search), ``problems`` (messages).
     """
     embedded = entry.preview is not None and entry.preview.startswith(EMBEDDED_PREVIEW)
     civitai_words = list(entry.civitai.trained_words) if entry.civitai is not None else []
     shorthash = entry.sshs_model_hash[:12] if entry.sshs_model_hash else None
+    published = entry.civitai.published if entry.civitai is not None else None
     terms = [entry.relpath + entry.ext, entry.alias, entry.description, entry.activation_text, *civitai_words]
     if shorthash:
         terms.append(entry.sshs_model_hash or "")
@@ -62,6 +64,8 @@ def page_item(
             "path": entry.relpath.lower(),
             "date_created": int(entry.ctime),
             "date_modified": int(entry.mtime),
+            "date_added": int(entry.added),
+            "date_published": int(published) if published is not None else None,
         },
         "search_terms": terms,
         "search_text": "\n".join(terms).lower(),

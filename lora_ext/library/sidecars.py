@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from lora_ext.errors import Problem
@@ -49,6 +50,8 @@ class SidecarData:
     def from_dict(cls, data: dict[str, Any]) -> SidecarData:
         """Inverse of ``to_dict``."""
         civ = data.get("civitai")
+        if civ is not None and "published" not in civ:  # cached before publish dates were kept: read it again
+            raise KeyError("published")
         return cls(
             user_metadata=dict(data.get("user_metadata") or {}),
             text_description=str(data.get("text_description") or ""),
@@ -112,6 +115,7 @@ def parse_civitai(info: dict[str, Any]) -> CivitaiInfo:
         description=str(description),
         model_id=_int_or_none(info.get("modelId")),
         version_id=_int_or_none(info.get("id")),
+        published=_first_timestamp(info.get("publishedAt"), info.get("createdAt")),
     )
 
 
@@ -154,6 +158,25 @@ def _load_json(path: str, read_text, problems: list[Problem], empty_ok: bool = F
             Problem(path, f"This sidecar is not valid JSON ({exc}); it is ignored until fixed.", "warning")
         )
         return None
+
+
+def _first_timestamp(*values: Any) -> float | None:
+    """The first value that is an ISO 8601 date (Civitai writes ``2023-05-01T12:34:56.789Z``) as seconds since
+    the epoch; a date without a zone is taken as UTC. None when no value is one."""
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            continue
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    return None
 
 
 def _int_or_none(value: Any) -> int | None:

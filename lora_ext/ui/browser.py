@@ -12,8 +12,12 @@ SORTS = [
     ("name", "Name"),
     ("created", "Date created"),
     ("modified", "Date modified"),
+    ("added", "Date added"),
+    ("published", "Civitai published"),
     ("size", "Size"),
 ]
+#: Descriptions on cards (USERS C5): off by default; "html" renders the user's HTML, sanitised by the browser.
+DESCRIPTION_MODES = [("off", "No descriptions"), ("text", "Descriptions"), ("html", "Descriptions as HTML")]
 ARCH_FILTERS = ["SD1", "SD2", "SDXL", "SD3", "Flux", "Other", "Unknown"]
 
 
@@ -22,6 +26,7 @@ def browser_html(prefix: str) -> str:
     esc = html.escape
     sorts = "".join(f'<option value="{k}">{esc(label)}</option>' for k, label in SORTS)
     archs = "".join(f'<option value="{a}">{a}</option>' for a in ARCH_FILTERS)
+    descs = "".join(f'<option value="{k}">{esc(label)}</option>' for k, label in DESCRIPTION_MODES)
     return (
         f'<div class="lora-ext-browser" data-prefix="{esc(prefix, quote=True)}">'
         '<div class="lora-ext-controls">'
@@ -31,7 +36,10 @@ def browser_html(prefix: str) -> str:
         '<button class="lora-ext-order" title="Ascending / descending">↑</button>'
         f'<select class="lora-ext-arch" aria-label="Architecture"><option value="all">All architectures</option>'
         f"{archs}</select>"
+        '<select class="lora-ext-tagfilter" aria-label="Training tag" title="Only LoRAs trained with this tag">'
+        '<option value="">All tags</option></select>'
         '<label class="lora-ext-favlabel"><input type="checkbox" class="lora-ext-favonly"> ★ only</label>'
+        f'<select class="lora-ext-descmode" aria-label="Descriptions on cards">{descs}</select>'
         '<span class="lora-ext-pager"><button class="lora-ext-prev" title="Previous page">‹</button>'
         '<span class="lora-ext-pageinfo"></span><button class="lora-ext-next" title="Next page">›</button></span>'
         "</div>"

@@ -18,6 +18,7 @@ from typing import Any
 
 from lora_ext.library.entry import LoraEntry
 from lora_ext.syntax import tag_name_problem
+from lora_ext.ui.tagfilter import card_tags, top_tags
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
 LOADABLE_ARCHS = ("SD1", "SD2", "SDXL")
@@ -251,11 +252,12 @@ def card_record(
     path_rank: int = 0,
     hashes: Any | None = None,
     search_only: bool | None = None,
+    tags: list[str] | None = None,
 ) -> dict[str, Any]:
     """The browser record of one entry (see ``card_data``); ``tag_name`` None marks a shadowed file; ``hashes``
     (a library ``Hashes``, when known) join the search text; ``search_only`` (default: the entry is under a
-    dot-folder) shows the card only for searches."""
-    tags = search_tags(entry.metadata)
+    dot-folder) shows the card only for searches; ``tags``: its ``search_tags`` when the caller has them."""
+    tags = search_tags(entry.metadata) if tags is None else tags
     mismatch = bool(model_arch) and entry.arch != "Unknown" and entry.arch != model_arch
     fav = bool(entry.user_metadata.get("favorite"))
     pw = entry.preferred_weight
@@ -273,11 +275,15 @@ def card_record(
         "mismatch": mismatch,
         "fav": fav,
         "hidden": entry.hidden if search_only is None else search_only,
+        "desc": entry.description,
+        "tags": [],
         "sort": {
             "name": entry.name.lower(),
             "path": path_rank,
             "created": entry.ctime,
             "modified": entry.mtime,
+            "added": entry.added,
+            "published": entry.civitai.published if entry.civitai is not None else None,
             "size": entry.size,
         },
         "html": card_html(
@@ -302,12 +308,17 @@ def card_data(
     page_size: int = DEFAULT_PAGE_SIZE,
     library: Any | None = None,
 ) -> dict[str, Any]:
-    """Everything the browser needs to show the tab: ``{"default_multiplier", "model_arch", "page_size", "cards"}``.
+    """Everything the browser needs to show the tab: ``{"default_multiplier", "model_arch", "page_size", "tags",
+    "cards"}``; ``tags`` = the tag filter's list, ``[tag, number of cards]`` most common first
+    (``lora_ext.ui.tagfilter``; search-only cards are not counted).
 
     Each card: ``name`` (unique key, ``entry_keys``), ``tag_name`` (what ``<lora:NAME:W>`` uses; None for a shadowed
     file), ``weight`` (preferred weight as text or None = default multiplier at click time), ``activation``,
     ``negative``, ``search`` (lower-case text searched client-side), ``folder``, ``arch``, ``mismatch``, ``fav``,
-    ``hidden`` (search-only), ``sort`` keys (``path`` = natural-order rank, times in seconds, size in bytes) and ``html``.
+    ``hidden`` (search-only), ``desc`` (the description as the user wrote it: text, or HTML the browser sanitises
+    when the user asks for HTML), ``tags`` (its tags among the listed ones), ``sort`` keys (``path`` =
+    natural-order rank; ``created``, ``modified``, ``added`` (first seen by the library) and ``published`` (Civitai;
+    None when unknown) in seconds since the epoch; ``size`` in bytes) and ``html``.
 
     library: the ``LoraLibrary`` the entries come from; its ``tag_name`` decides the names (the tab always passes
     it), and the hashes it already knows (``known_hashes``, no file read) join the search text. Without it,
@@ -327,6 +338,11 @@ def card_data(
     keys = entry_keys(items)
     order = sorted(range(len(items)), key=lambda i: _natural(items[i].relpath))
     rank = {i: r for r, i in enumerate(order)}
+    searched = [search_tags(e.metadata) for e in items]
+    filter_tags = [card_tags(t) for t in searched]
+    listed = top_tags(
+        [t for e, t in zip(items, filter_tags, strict=True) if not e.hidden or mode != "when searched"]
+    )
     cards = [
         card_record(
             e,
@@ -337,13 +353,18 @@ def card_data(
             path_rank=rank[i],
             hashes=hashes[i],
             search_only=e.hidden and mode == "when searched",
+            tags=searched[i],
         )
         for i, e in enumerate(items)
     ]
+    wanted = {t for t, _ in listed}
+    for card, tags in zip(cards, filter_tags, strict=True):
+        card["tags"] = [t for t in tags if t in wanted]
     return {
         "default_multiplier": default_multiplier,
         "model_arch": model_arch,
         "page_size": page_size,
+        "tags": [[t, n] for t, n in listed],
         "cards": cards,
     }
 

@@ -1,7 +1,7 @@
 """The LoRA tab: one Gradio component used inside A1111 (``on_ui_tabs``) and in the standalone app.
 
-Layout: a static browser block (search, sort, architecture and favourites filters, folder tree, card grid, pages)
-driven by javascript/lora_ext.js; a data block (JSON of ``lora_ext.ui.cards.card_data``) that Python replaces on
+Layout: a static browser block (search, sort, architecture, training-tag and favourites filters, descriptions on
+cards, folder tree, card grid, pages) driven by javascript/lora_ext.js; a data block (JSON of ``lora_ext.ui.cards.card_data``) that Python replaces on
 refresh; hidden textbox + button pairs through which the browser sends "favourite" and "inspect" clicks; and the
 inspector with the user-metadata editor. Works with gradio 3.41 (A1111 1.10) and gradio 4.
 
