@@ -261,3 +261,20 @@ def test_hide_unknown_for_versions_keeps_the_builtin_meaning(webui):
     assert page().create_item("x", 0, enable_filter=False) is not None
     shared.opts.lora_show_all = True
     assert [i["name"] for i in page().list_items()] == ["x"]
+
+
+def test_page_card_of_a_name_no_tag_can_hold_inserts_nothing_and_says_why(webui, store):
+    """``style=v2`` reads as an option inside a tag, so a click on its card would insert a tag naming no LoRA: the
+    page's onclick gets no name (the click does nothing) and the description says to rename the file."""
+    import html
+
+    install(store["x"], webui.lora_dir, "style=v2")
+    page().refresh()
+    names = [item["name"] for item in page().list_items()]
+    assert "style=v2" in names
+    item = page().create_item("style=v2", 0)
+    call = html.unescape(item["onclick"])
+    assert json.loads(call[len("loraExtPageCardClicked(this, ") : -1])["name"] is None
+    assert "rename the file" in item["description"]
+    other = html.unescape(page().create_item("x", 0)["onclick"])
+    assert json.loads(other[len("loraExtPageCardClicked(this, ") : -1])["name"] == "x"

@@ -229,7 +229,7 @@ def test_browser_renders_one_page_and_pages_through(page):
 
 
 def test_shadowed_card_inserts_nothing(page):
-    """A card whose file no tag name reaches (``tag_name`` null, see ui/cards.library_tag_name) leaves the prompt
+    """A card whose file no tag name reaches (``tag_name`` null, see library/usable_names.usable_tag_name) leaves the prompt
     alone; a normal card in the same page inserts its tag."""
     result = page.evaluate(
         """() => {

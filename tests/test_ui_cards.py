@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from lora_ext.library.entry import CivitaiInfo, LoraEntry, Summary
-from lora_ext.ui.cards import card_data, data_block_html, dataset_tags, tag_names
+from lora_ext.library.search_terms import dataset_tags
+from lora_ext.ui.cards import card_data, data_block_html, tag_names
 
 
 def entry(relpath: str, **kw) -> LoraEntry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from lora_ext.library.entry import EMBEDDED_PREVIEW, Hashes, LoraEntry
+from lora_ext.library.search_terms import hash_terms
 
 if TYPE_CHECKING:
     from lora_ext.library.library import LoraLibrary
@@ -34,11 +35,7 @@ def page_item(
     shorthash = entry.sshs_model_hash[:12] if entry.sshs_model_hash else None
     published = entry.civitai.published if entry.civitai is not None else None
     terms = [entry.relpath + entry.ext, entry.alias, entry.description, entry.activation_text, *civitai_words]
-    if shorthash:
-        terms.append(entry.sshs_model_hash or "")
-    if hashes is not None:
-        terms += [h for h in (hashes.addnet, hashes.computed_addnet, hashes.sha256) if h and h not in terms]
-    terms = [t for t in terms if t]
+    terms = [t for t in terms if t] + [h for h in hash_terms(entry, hashes) if h not in terms]
     return {
         "key": f"{entry.root}/{entry.relpath}",
         "name": entry.name,

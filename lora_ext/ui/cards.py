@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lora_ext.library.entry import LoraEntry
-from lora_ext.syntax import tag_name_problem
+from lora_ext.library.search_terms import dataset_tags, hash_terms
+from lora_ext.library.usable_names import unusable_hint, usable_tag_name
 from lora_ext.ui.tagfilter import card_tags, top_tags
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
@@ -43,26 +44,6 @@ def no_preview(entry: LoraEntry) -> str | None:
 
 def _natural(text: str) -> list[Any]:
     return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text.lower()) if p]
-
-
-def dataset_tags(metadata: dict[str, Any]) -> list[tuple[str, int]]:
-    """``ss_tag_frequency`` summed over datasets, most frequent first: [(tag, count)]."""
-    freq = metadata.get("ss_tag_frequency")
-    if isinstance(freq, str):
-        try:
-            freq = json.loads(freq)
-        except ValueError:
-            return []
-    counts: Counter[str] = Counter()
-    if isinstance(freq, dict):
-        for tags in freq.values():
-            if isinstance(tags, dict):
-                for tag, n in tags.items():
-                    try:
-                        counts[str(tag).strip()] += int(n)
-                    except (TypeError, ValueError):
-                        continue
-    return [(t, n) for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t]
 
 
 def tag_names(entries: Sequence[LoraEntry], preferred: str = "alias") -> dict[str, str]:
@@ -92,22 +73,6 @@ def entry_keys(entries: Sequence[LoraEntry]) -> list[str]:
         seen[e.relpath] += 1
         keys.append(e.relpath if seen[e.relpath] == 1 else f"{e.relpath}@{seen[e.relpath]}")
     return keys
-
-
-def library_tag_name(library: Any, entry: LoraEntry, preferred: str) -> str | None:
-    """``library.tag_name(entry, preferred)`` when that name resolves back to this very file and a tag can carry
-    it; else the other kind of name (alias or file name) when that one does; else None (the file is shadowed:
-    another root holds the same ``folder/name`` and no name reaches it; or no name of it fits in a tag, such as
-    ``style=v2``, which parsers read as an option)."""
-    for prefer in ("filename", "alias") if preferred == "filename" else ("alias", "filename"):
-        name = library.tag_name(entry, prefer)
-        if tag_name_problem(name) is not None:
-            continue
-        if name != entry.relpath:
-            return name  # the library checked alias and file name against its resolver already
-        if getattr(library.resolve(name), "path", None) == entry.path:
-            return name
-    return None
 
 
 def format_size(size: int) -> str:
@@ -145,16 +110,6 @@ def search_tags(metadata: dict[str, Any], limit: int = SEARCH_TAGS) -> list[str]
     return out
 
 
-def hash_terms(entry: LoraEntry, hashes: Any | None = None) -> list[str]:
-    """The hashes a search may name (USERS C15, H4): the embedded ``sshs_model_hash`` and, when ``hashes`` (a
-    library ``Hashes``) is given, the addnet hash and the file's sha256 (whose first 10 digits are Civitai's
-    AutoV2). Full 64-digit values, so any prefix typed in the search box matches."""
-    values = [entry.sshs_model_hash]
-    if hashes is not None:
-        values += [getattr(hashes, k, None) for k in ("addnet", "computed_addnet", "sha256")]
-    return list(dict.fromkeys(v for v in values if v))
-
-
 def _search_text(entry: LoraEntry, tags: list[str], hashes: Any | None = None) -> str:
     parts = [entry.name, entry.alias, entry.relpath, entry.description, entry.activation_text, entry.arch]
     parts += [str(entry.user_metadata.get("notes", ""))]
@@ -189,7 +144,7 @@ def card_html(
     )
     img = esc(preview or PLACEHOLDER, quote=True)
     img_cls = "lora-ext-preview" if preview else "lora-ext-preview lora-ext-placeholder"
-    hint = UNWRITABLE_HINT if tag_name_problem(entry.name) is not None else SHADOWED_HINT
+    hint = unusable_hint(entry)
     title = entry.path if not shadowed else f"{entry.path}\n{hint}"
     parts = [
         '<div class="lora-ext-card card',
@@ -232,14 +187,6 @@ def card_html(
         parts += [esc(entry.activation_text), "</div>"]
     parts.append("</div></div>")
     return "".join(parts)
-
-
-#: What a card says whose names cannot be written in a tag (see ``lora_ext.syntax.tag_name_problem``).
-UNWRITABLE_HINT = (
-    'A <lora:…> tag cannot hold this file name (":", ">" or one "="); rename the file to use it.'
-)
-#: What a shadowed card says (see ``library_tag_name``).
-SHADOWED_HINT = "Another Lora folder has a file with the same folder and name, and it wins. Rename one of them to use this one."
 
 
 def card_record(
@@ -331,7 +278,7 @@ def card_data(
     known = getattr(library, "known_hashes", None)
     hashes = [known(e) for e in items] if known is not None else [None] * len(items)
     if library is not None:
-        names = [library_tag_name(library, e, preferred_name) for e in items]
+        names = [usable_tag_name(library, e, preferred_name) for e in items]
     else:
         by_relpath = tag_names(items, preferred_name)
         names = [by_relpath[e.relpath] for e in items]

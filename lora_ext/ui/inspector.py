@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lora_ext.library.entry import LoraEntry
-from lora_ext.ui.cards import dataset_tags, format_size
+from lora_ext.library.search_terms import dataset_tags
+from lora_ext.ui.cards import format_size
 
 #: Dataset tags shown in the inspector (most frequent first).
 SHOWN_TAGS = 60

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import Problem
-from lora_ext.ui.cards import dataset_tags
+from lora_ext.library.search_terms import dataset_tags
 
 SD_VERSIONS = ["SD1", "SD2", "SDXL", "Unknown"]
 _COMMA = re.compile(r"\s*,\s*")

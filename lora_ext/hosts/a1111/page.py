@@ -22,8 +22,9 @@ from typing import Any
 
 from lora_ext.hosts.a1111.model import model_architecture
 from lora_ext.library import EMBEDDED_PREVIEW
+from lora_ext.library.search_terms import hash_terms
+from lora_ext.library.usable_names import unusable_hint, usable_tag_name
 from lora_ext.syntax import format_weight
-from lora_ext.ui.cards import hash_terms
 
 TITLE = "Lora"  # one word: the webui's metadata routes look pages up by name (§4.1)
 KNOWN_VERSIONS = ("SD1", "SD2", "SDXL")
@@ -54,8 +55,9 @@ def item_names(entries: list[Any]) -> dict[str, Any]:
     return {(entry.name if counts[entry.name] == 1 else entry.relpath): entry for entry in entries}
 
 
-def card_click(tag_name: str, entry: Any, allow_negative_prompt: bool) -> str:
-    """The item's ``onclick`` (§4.3): a call of ``loraExtPageCardClicked(this, {...})`` with the tag name, the
+def card_click(tag_name: str | None, entry: Any, allow_negative_prompt: bool) -> str:
+    """The item's ``onclick`` (§4.3): a call of ``loraExtPageCardClicked(this, {...})`` with the tag name (null: no
+    name reaches this file, and a click inserts nothing), the
     preferred weight as text (null: the default multiplier at click time), the activation and negative texts,
     HTML-escaped because the webui splices a given ``onclick`` into the card's attribute as it is."""
     weight = entry.preferred_weight  # None when absent or 0 ("use the default multiplier")
@@ -119,7 +121,8 @@ def make_page(host: Any) -> Any:
                     return None
             path, _ = os.path.splitext(entry.path)
             prefer = "filename" if getattr(shared.opts, "lora_preferred_name", "") == "Filename" else "alias"
-            tag_name = host.library.tag_name(entry, prefer)
+            usable = usable_tag_name(host.library, entry, prefer)
+            tag_name = usable or host.library.tag_name(entry, prefer)
             weight = entry.preferred_weight  # None when absent or 0 ("use the default multiplier")
             weight_js = (
                 quote_js(format_weight(weight))
@@ -133,6 +136,8 @@ def make_page(host: Any) -> Any:
             description = entry.description or ""
             shorthash, hash_search = search_hashes(host.library, entry)
             search_terms = [self.search_terms_from_path(entry.path), *hash_search]
+            if usable is None:  # a click inserts nothing; the card says why (``prompt`` stays the built-in's)
+                description = f"[{unusable_hint(entry)}] {description}".strip()
             if mismatch:
                 description = f"[{version} LoRA, current model {model_arch}] {description}".strip()
                 search_terms.append(f"incompatible {version}")
@@ -164,7 +169,7 @@ def make_page(host: Any) -> Any:
                 "user_metadata": dict(entry.user_metadata),
                 "prompt": prompt,
                 "negative_prompt": negative,
-                "onclick": card_click(tag_name, entry, self.allow_negative_prompt),
+                "onclick": card_click(usable, entry, self.allow_negative_prompt),
             }
 
         def list_items(self):
