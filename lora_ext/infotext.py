@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from lora_ext.syntax import NETWORKS, TAG_PATTERN, format_tag, split_args, tag_name_problem
 
@@ -99,18 +99,8 @@ def remap_prompt_by_hashes(
     pieces: list[str] = []
     last = 0
     typed = _names_by_entry([prompt, *also_in], hashes)
-    for match in TAG_PATTERN.finditer(prompt):
-        network = match.group(1)
-        if network not in NETWORKS:
-            continue
-        args = match.group(2).split(":")
-        index = _name_index(args)
-        if index is None:
-            continue
-        name = args[index]
-        alias = name if name in hashes else infotext_name(name)
-        if alias not in hashes:
-            continue
+    for match, args, index, alias in _hashed_tags(prompt, hashes):
+        network, name = match.group(1), args[index]
         if alias not in decisions and len(typed[alias]) > 1:
             decisions[alias] = None
             notes.append(
@@ -183,18 +173,28 @@ def _names_by_entry(prompts: Sequence[str], hashes: Mapping[str, str]) -> dict[s
     """``Lora hashes`` entry → the different tag names (as typed, in order) that look it up in ``prompts``."""
     found: dict[str, list[str]] = {}
     for prompt in prompts:
-        for match in TAG_PATTERN.finditer(prompt):
-            if match.group(1) not in NETWORKS:
-                continue
-            args = match.group(2).split(":")
-            index = _name_index(args)
-            if index is None:
-                continue
-            name = args[index]
-            alias = name if name in hashes else infotext_name(name)
-            if alias in hashes and name not in found.setdefault(alias, []):
-                found[alias].append(name)
+        for _, args, index, alias in _hashed_tags(prompt, hashes):
+            if args[index] not in found.setdefault(alias, []):
+                found[alias].append(args[index])
     return found
+
+
+def _hashed_tags(
+    prompt: str, hashes: Mapping[str, str]
+) -> Iterator[tuple[re.Match[str], list[str], int, str]]:
+    """(match, its arguments, index of the name argument, ``Lora hashes`` entry) of each ``<lora:…>``/``<lyco:…>``
+    tag of ``prompt`` that a ``hashes`` entry names, by the name as typed or by its ``infotext_name``."""
+    for match in TAG_PATTERN.finditer(prompt):
+        if match.group(1) not in NETWORKS:
+            continue
+        args = match.group(2).split(":")
+        index = _name_index(args)
+        if index is None:
+            continue
+        name = args[index]
+        alias = name if name in hashes else infotext_name(name)
+        if alias in hashes:
+            yield match, args, index, alias
 
 
 def _name_index(args: list[str]) -> int | None:
