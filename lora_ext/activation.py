@@ -8,9 +8,13 @@ Hires pass (USERS G3, G11): with ``hires=True`` the weights come from ``hr=`` (b
 without those the first-pass weights are kept (never reset to 1). A LoRA whose hires weights are both 0 because of
 those arguments (``hr=0``) is left out of the hires pass entirely. Block weights apply in both passes.
 
-Step schedules (``start=``, ``stop=``, ``step=``) are not supported: a one-line warning, and the LoRA applies for
-all steps. Other unknown named arguments are ignored, as in the webui, with a warning naming them (a typo such as
-``lwb=`` would otherwise fail silently).
+Step schedules (USERS G4, G6, G7; ``lora_ext.schedules``): te/unet keyframe lists from the tag (and ``hr=``,
+``hrte=``, ``hrunet=`` values written as keyframe lists), and the step window ``start=``, ``stop=``, ``step=A-B``
+(UNet only), become the ``ActiveLora.schedule``; ``at_step`` gives the active set at one step of a pass, which hosts
+hand to the patcher whenever ``multipliers_at`` changes. The text encoder runs once per pass, so a te schedule uses
+its weight at the pass's first step, with a warning when that schedule changes over the steps.
+Other unknown named arguments are ignored, as in the webui, with a warning naming them (a typo such as ``lwb=`` would
+otherwise fail silently).
 
 No webui imports: hosts pass ``lookup`` and ``resolve`` callables.
 """
@@ -19,18 +23,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lora_ext.adapters import ActiveLora, ResolvedLora
 from lora_ext.blocks import BlockWeights, parse_block_weights
 from lora_ext.errors import Problem
+from lora_ext.schedules import (
+    DEFAULT_TOTAL,
+    LoraSchedule,
+    Schedule,
+    StepWindow,
+    Weight,
+    is_schedule_text,
+    parse_schedule,
+    parse_window,
+)
 from lora_ext.syntax import LoraRequest
 
 #: Named arguments of a tag that set the hires-pass weights.
 HIRES_KEYS = ("hr", "hrte", "hrunet")
 
-#: Named arguments of step schedules (LoRA Block Weight, loractl), not supported.
+#: Named arguments of the step window (LoRA Block Weight): ``start=N``, ``stop=N``, ``step=A-B``.
 SCHEDULE_KEYS = ("start", "stop", "step")
 
 #: Named arguments with a meaning here (``te``, ``unet``, ``dyn`` never reach ``LoraRequest.named``).
@@ -64,12 +78,14 @@ class ActiveSet:
 
 @dataclass(frozen=True)
 class Weights:
-    """The weights one request asks for in one pass: multipliers, rank and block weights."""
+    """The weights one request asks for in one pass: multipliers (those of the pass's first step when scheduled),
+    rank, block weights and the step schedule (None when nothing changes over the steps)."""
 
     te: float
     unet: float
     dyn: int | None
     blocks: BlockWeights | None
+    schedule: LoraSchedule | None = None
 
 
 def build_active_set(
@@ -94,7 +110,7 @@ def build_active_set(
         if isinstance(weights, Problem):
             out.problems.append(weights)
             continue
-        out.problems += schedule_warnings(request) + unknown_key_warnings(request)
+        out.problems += schedule_warnings(request, weights) + unknown_key_warnings(request)
         if weights is None:
             out.dropped.append(request)
             continue
@@ -127,7 +143,14 @@ def _add_one(
         out.problems.append(Problem(request.name, "no layer of this model matches; nothing applied."))
         return
     out.active.append(
-        ActiveLora(resolved, te=weights.te, unet=weights.unet, dyn=weights.dyn, blocks=weights.blocks)
+        ActiveLora(
+            resolved,
+            te=weights.te,
+            unet=weights.unet,
+            dyn=weights.dyn,
+            blocks=weights.blocks,
+            schedule=weights.schedule,
+        )
     )
     out.used.append((request, entry, resolved))
 
@@ -143,36 +166,77 @@ def request_weights(
         blocks = parse_block_weights(named["lbw"], family, tag=request.tag or request.name, seed=seed)
         if isinstance(blocks, Problem):
             return Problem(blocks.subject, f"{blocks.message} The LoRA was not applied.")
-    hires_values: dict[str, float] = {}
+    hires_values: dict[str, Weight] = {}
     for key in HIRES_KEYS:
         if key in named:
-            value = _number(named[key])
-            if value is None:
+            value = _weight(named[key])
+            if isinstance(value, str):
                 return Problem(
                     request.tag or request.name,
-                    f'{key}="{named[key]}" is not a number; write a hires-pass weight such as {key}=0.5. '
+                    f'{key}="{named[key]}" is not {value}; write a hires-pass weight such as {key}=0.5. '
                     "The LoRA was not applied.",
                 )
             hires_values[key] = value
-    te, unet = request.te, request.unet
+    window = parse_window(named.get("start"), named.get("stop"), named.get("step"))
+    if isinstance(window, str):
+        return Problem(request.tag or request.name, f"{window}. The LoRA was not applied.")
+    te: Weight = request.te if request.te_schedule is None else request.te_schedule
+    unet: Weight = request.unet if request.unet_schedule is None else request.unet_schedule
     if hires and hires_values:
         te = hires_values.get("hrte", hires_values.get("hr", te))
         unet = hires_values.get("hrunet", hires_values.get("hr", unet))
         if te == 0 and unet == 0:
             return None
-    return Weights(te=te, unet=unet, dyn=request.dyn, blocks=blocks)
+    return _scheduled_weights(te, unet, window, request.dyn, blocks)
 
 
-def schedule_warnings(request: LoraRequest) -> list[Problem]:
-    """One warning when the tag asks for a step schedule, which is not supported."""
-    keys = [key for key in SCHEDULE_KEYS if key in request.named]
-    if not keys:
+def _scheduled_weights(
+    te: Weight, unet: Weight, window: StepWindow | None, dyn: int | None, blocks: BlockWeights | None
+) -> Weights:
+    """Weights whose multipliers are those of the first step (of a ``DEFAULT_TOTAL``-step pass until a host sets
+    the real count), with a schedule only when a weight is a schedule or a step window is set."""
+    schedule = LoraSchedule(te, unet, window)
+    first_te, first_unet = schedule.multipliers(0, DEFAULT_TOTAL)
+    plain = not isinstance(te, Schedule) and not isinstance(unet, Schedule) and window is None
+    return Weights(te=first_te, unet=first_unet, dyn=dyn, blocks=blocks, schedule=None if plain else schedule)
+
+
+def at_step(active: Sequence[ActiveLora], step: float, total: int) -> list[ActiveLora]:
+    """The active set at ``step`` (steps from 0) of a pass of ``total`` steps: each scheduled LoRA with the te/unet
+    multipliers of that step (te: always the pass's first step), the others unchanged."""
+    return [
+        a if a.schedule is None else _with_multipliers(a, *a.schedule.multipliers(step, total))
+        for a in active
+    ]
+
+
+def _with_multipliers(active: ActiveLora, te: float, unet: float) -> ActiveLora:
+    return replace(active, te=te, unet=unet)
+
+
+def multipliers_at(active: Sequence[ActiveLora], step: float, total: int) -> tuple[tuple[float, float], ...]:
+    """(te, unet) per LoRA at ``step`` of a ``total``-step pass: when this is unchanged from one step to the next,
+    the weights are too and nothing needs re-patching (USERS G8)."""
+    return tuple((a.te, a.unet) for a in at_step(active, step, total))
+
+
+def steps_vary(active: Sequence[ActiveLora]) -> bool:
+    """True when some LoRA's UNet multiplier can change between the steps of a pass (a host must follow steps)."""
+    return any(a.schedule is not None and a.schedule.varies for a in active)
+
+
+def schedule_warnings(request: LoraRequest, weights: Weights | None) -> list[Problem]:
+    """One warning when the te weight of this pass is a schedule that changes over the steps: the text encoder
+    runs once per pass, so the weight at the pass's first step is used throughout."""
+    schedule = weights.schedule if weights is not None else None
+    if schedule is None or not schedule.te_varies:
         return []
-    shown = ", ".join(f"{key}=" for key in keys)
     return [
         Problem(
             request.tag or request.name,
-            f"{shown} step schedules are not supported; the LoRA is applied for all steps.",
+            f"the text-encoder weight {schedule.te} changes over the steps, but the text encoder runs once per "
+            f"pass: its weight at the pass's first step ({weights.te:g}) is used for the whole pass; the UNet "
+            "follows the schedule.",
             severity="warning",
         )
     ]
@@ -189,15 +253,19 @@ def unknown_key_warnings(request: LoraRequest) -> list[Problem]:
             request.tag or request.name,
             f"{shown} {'is not an option' if len(keys) == 1 else 'are not options'} of LoRA tags and "
             f"{'is' if len(keys) == 1 else 'are'} ignored; the options are te=, unet=, dyn=, lbw=, hr=, hrte=, "
-            "hrunet=.",
+            "hrunet=, start=, stop=, step=.",
             severity="warning",
         )
     ]
 
 
-def _number(text: str) -> float | None:
+def _weight(text: str) -> Weight | str:
+    """A plain weight or a keyframe schedule, or what the text is not (for the message)."""
+    if is_schedule_text(text):
+        schedule = parse_schedule(text)
+        return schedule if isinstance(schedule, Schedule) else f"a valid step schedule ({schedule})"
     try:
         value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+    except (TypeError, ValueError, OverflowError):
+        return "a number"
+    return value if math.isfinite(value) else "a number"

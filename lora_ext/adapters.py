@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from lora_ext.blocks import BlockWeights
     from lora_ext.errors import Problem
+    from lora_ext.schedules import LoraSchedule
 
 #: Model parts a LoRA can target. SD1/SD2 have one text encoder ("te1"); SDXL has "te1" (CLIP-L) and "te2" (bigG).
 Component = Literal["unet", "te1", "te2"]
@@ -142,6 +143,9 @@ class ActiveLora:
     dyn: DyLoRA rank truncation (keep the first ``dyn`` ranks, s unchanged), or None for full rank.
     blocks: block weights (``lbw=``, ``lora_ext.blocks.BlockWeights``) scaling each target by its block's factor, or
         None for factor 1 everywhere.
+    schedule: how ``te`` / ``unet`` follow the sampling steps (``lora_ext.schedules.LoraSchedule``), or None for
+        constant multipliers; ``te`` / ``unet`` hold the multipliers of the step the model is patched for (hosts
+        replace them per step with ``lora_ext.activation.at_step``). The patcher reads only ``te`` / ``unet``.
     """
 
     lora: ResolvedLora
@@ -149,6 +153,7 @@ class ActiveLora:
     unet: float = 1.0
     dyn: int | None = None
     blocks: BlockWeights | None = None
+    schedule: LoraSchedule | None = None
 
     def multiplier(self, target: Target) -> float:
         """The multiplier that applies to ``target``: ``unet`` for UNet targets, ``te`` otherwise, times the block

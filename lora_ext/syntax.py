@@ -9,6 +9,8 @@ A1111_CONTRACT §3.2–3.5, USERS S1–S3, S8, N1:
 - name = positional 0; te = positional 1 or 1.0, then ``te=``; unet = positional 2 or *te* (taken after the
   ``te=`` override), then ``unet=``; dyn = positional 3 or ``dyn=`` (a whole number of ranks), else None.
 - Other named arguments (``lbw=``, ``start=``, ``hr=`` …) are kept in ``LoraRequest.named`` for later features.
+- te and unet may be step schedules ``w@step,…`` (loractl, USERS G6, G7; ``lora_ext.schedules``): the request then
+  carries the schedule in ``te_schedule`` / ``unet_schedule`` and its first-step weight in ``te`` / ``unet``.
 
 Malformed tags become ``Problem`` values naming the tag and the bad value; nothing here raises on user text, and
 one bad tag never affects the others.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from lora_ext.errors import Problem
+from lora_ext.schedules import SCHEDULE_HINT, Schedule, is_schedule_text, parse_schedule
 
 #: A1111's extra-network tag pattern (``modules/extra_networks.py``); group 1 is the network, group 2 its args.
 TAG_PATTERN = re.compile(r"<(\w+):([^>]+)>")
@@ -81,6 +84,8 @@ class LoraRequest:
         request was built from A1111 items by ``parse_args``.
     network: ``lora`` or ``lyco``.
     ignored: positional arguments after dyn, which A1111 ignores (reported as a warning by ``parse_prompt``).
+    te_schedule, unet_schedule: the keyframe schedule of te / unet when the tag gives one whose weight changes over
+        the steps (``<lora:x:0@0,1@0.5>``), else None; ``te`` / ``unet`` then hold its first-step weight.
     """
 
     name: str
@@ -93,6 +98,8 @@ class LoraRequest:
     end: int | None = None
     network: str = "lora"
     ignored: tuple[str, ...] = ()
+    te_schedule: Schedule | None = None
+    unet_schedule: Schedule | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.named, NamedArgs):
@@ -178,10 +185,10 @@ def parse_args(
         return Problem(tag, "the tag has no LoRA name; write the name first, such as <lora:NAME:0.8>.")
     name = positional[0]
 
-    te = _argument(positional, 1, named, "te", MISSING_WEIGHT, _to_weight)
+    te = _argument(positional, 1, named, "te", MISSING_WEIGHT, _to_weight_or_schedule)
     if isinstance(te, _Bad):
         return _bad_weight(tag, te.raw, "the te= value " if te.named else "")
-    unet = _argument(positional, 2, named, "unet", te, _to_weight)
+    unet = _argument(positional, 2, named, "unet", te, _to_weight_or_schedule)
     if isinstance(unet, _Bad):
         return _bad_weight(
             tag, unet.raw, "the unet= value " if unet.named else "the UNet weight (third argument) "
@@ -190,10 +197,14 @@ def parse_args(
     if isinstance(dyn, _Bad):
         return _bad_rank(tag, dyn.raw)
 
+    te_value, te_schedule = _split_weight(te)
+    unet_value, unet_schedule = _split_weight(unet)
     return LoraRequest(
         name=name,
-        te=te,
-        unet=unet,
+        te=te_value,
+        unet=unet_value,
+        te_schedule=te_schedule,
+        unet_schedule=unet_schedule,
         dyn=dyn,
         named={key: value for key, value in named.items() if key not in RESERVED_KEYS},
         tag=tag,
@@ -326,6 +337,21 @@ def _to_weight(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _to_weight_or_schedule(value: object) -> float | Schedule | None:
+    """A plain weight (``_to_weight``) or, for text with an ``@``, a keyframe schedule; None when neither."""
+    if is_schedule_text(value):
+        schedule = parse_schedule(str(value))
+        return schedule if isinstance(schedule, Schedule) else None
+    return _to_weight(value)
+
+
+def _split_weight(weight: float | Schedule) -> tuple[float, Schedule | None]:
+    """(first-step weight, schedule or None): a schedule whose weight never changes is a plain weight."""
+    if not isinstance(weight, Schedule):
+        return weight, None
+    return weight.initial, None if weight.constant else weight
+
+
 def _to_rank(value: object) -> int | None:
     """``int(value)`` when it is a whole number >= 1 (A1111 uses ``int()``); None otherwise."""
     if isinstance(value, bool):
@@ -347,9 +373,10 @@ def _bad_weight(tag: str, value: object, label: str) -> Problem:
     kind = "a finite number" if _is_non_finite(raw) else "a number"
     what = f'{label}"{raw}" is not {kind}'
     hint = "write a weight such as 0.8"
-    if "@" in raw:
-        hint += "; step schedules such as 0@0,1@0.5 are not supported"
-    elif _PRESET_LIKE.fullmatch(raw.strip()):
+    reason = parse_schedule(raw) if is_schedule_text(raw) else None
+    if isinstance(reason, str):
+        return Problem(tag, f'{label}"{raw}" is not a valid step schedule: {reason}; {SCHEDULE_HINT}.')
+    if _PRESET_LIKE.fullmatch(raw.strip()):
         hint += f"; for a block-weight preset write lbw={raw.strip()}"
     return Problem(tag, f"{what}; {hint}.")
 

@@ -90,10 +90,10 @@ def test_bad_lbw_skips_only_its_lora_with_a_message(webui, store):
     assert any("lbw= has 3 values" in line and "17 or 26" in line for line in processed.comments.splitlines())
 
 
-def test_schedule_arguments_warn_and_apply_for_all_steps(webui, store):
-    first, _, processed = passes(webui, "a photo <lora:x:0.8:stop=10>")
+def test_step_window_beyond_the_pass_applies_for_all_steps_without_a_warning(webui, store):
+    first, _, processed = passes(webui, "a photo <lora:x:0.8:stop=10>")  # 2 steps, both before step 10 (G4)
     assert same_state(first, expected_state("sd1", [(store["x"], 0.8, 0.8)])) == []
-    assert "stop= step schedules are not supported" in processed.comments
+    assert "stop=" not in processed.comments
 
 
 def test_changing_lbw_between_generations_changes_weights_and_conds(webui, store):

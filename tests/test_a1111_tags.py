@@ -45,7 +45,7 @@ def sampled(webui, prompt, **kwargs):
         ("<lora:x:unet=0.5>", 1.0, 0.5),
         ("<lora:x:0.3:te=0.9>", 0.9, 0.9),  # unet defaults to te AFTER the te= override
         ("<lyco:x:0.7>", 0.7, 0.7),
-        ("<lora:x:0.6:mode=fast:stop=10>", 0.6, 0.6),  # unknown named args ignored, schedules warned
+        ("<lora:x:0.6:mode=fast:stop=10>", 0.6, 0.6),  # unknown args ignored; 2 steps < stop
     ],
 )
 def test_weight_forms(webui, store, tag, te, unet):

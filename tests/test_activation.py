@@ -17,6 +17,7 @@ from lora_ext.hosts.diffusers_host import DiffusersHost, find_components
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.library import LoraLibrary
 from lora_ext.patcher import Patcher
+from lora_ext.schedules import StepWindow
 from lora_ext.syntax import parse_prompt
 from tests.browser_helpers import write_peft_lora
 
@@ -127,15 +128,20 @@ def test_block_weights_apply_in_the_hires_pass_too(setup):
     assert found.active[0].unet == 0.5
 
 
-def test_bad_arguments_skip_only_their_tag_and_schedules_warn(setup):
+def test_bad_arguments_skip_only_their_tag_and_step_windows_apply(setup):
     found = build(
-        setup, "<lora:style:1:lbw=1,2> <lora:other:1:hr=high> <lora:style:0.5:start=3> <lora:nope:1>"
+        setup,
+        "<lora:style:1:lbw=1,2> <lora:other:1:hr=high> <lora:other:1:stop=ten> <lora:style:0.5:start=3> "
+        "<lora:nope:1>",
     )
     errors = [p for p in found.problems if p.severity == "error"]
     assert "2 values" in errors[0].message and errors[0].subject == "<lora:style:1:lbw=1,2>"
     assert 'hr="high"' in errors[1].message
-    assert any(p.severity == "warning" and "start=" in p.message for p in found.problems)
+    assert 'stop="ten"' in errors[2].message and "stop=10" in errors[2].message
+    assert not [p for p in found.problems if "start=" in p.message]  # G4: supported, no warning
     assert [(r.name, a.te) for (r, _, _), a in zip(found.used, found.active, strict=True)] == [("style", 0.5)]
+    assert found.active[0].schedule.window == StepWindow(start=3)
+    assert found.active[0].unet == 0.0  # the set as built is the first step's: off until step 3
     assert [name for name, _ in found.not_found] == ["nope"]
 
 

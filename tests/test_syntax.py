@@ -140,7 +140,9 @@ def test_bad_weight_message_names_tag_and_value() -> None:
     ("tag", "must_contain"),
     [
         ("<lora:x:1:OUTD>", ['"OUTD"', "UNet weight", "lbw=OUTD"]),  # G1: old LBW positional form explained
-        ("<lora:net:0@0,1@0.5>", ['"0@0,1@0.5"', "schedules"]),  # G6 reaches us as text: explained, no crash
+        ("<lora:net:0@0,1>", ['"0@0,1"', "step schedule", '"1"', "weight@step"]),  # G6 malformed: explained
+        ("<lora:x:1:unet=1@x>", ['unet= value "1@x"', '"x"', "weight@step"]),
+        ("<lora:x:nan@0>", ['"nan"', "finite weight"]),
         ("<lora:x:te=nan>", ['te= value "nan"', "finite"]),
         ("<lora:x:inf>", ['"inf"', "finite"]),
         ("<lora:x:1e999>", ['"1e999"', "finite"]),

@@ -4,22 +4,29 @@ Works with every pipeline that holds a ``UNet2DConditionModel`` and CLIP text en
 pipelines such as Riffusion-style ones, found through ``pipe.components``). The weights are restored from the
 patcher's pristine backups when the call ends, also when the pipeline raises (USERS R1, R7).
 This module imports no diffusers: it only reads attributes of the pipeline object it is given.
+
+Step schedules (USERS G4, G6–G8): the pipeline is patched with the multipliers of the first step; when a UNet
+multiplier changes over the steps, ``generate`` passes a ``StepFollower`` as ``callback_on_step_end`` (chained after
+a caller's own callback), which patches step ``i + 1`` at the end of step ``i`` only when its multipliers differ.
+The text encoder runs once, before the first step, with the first step's te weight.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.activation import build_active_set
+from lora_ext.activation import at_step, build_active_set, multipliers_at, steps_vary
 from lora_ext.adapters import ActiveLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem, is_problem
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
+from lora_ext.schedules import DEFAULT_TOTAL
 from lora_ext.syntax import LoraRequest, parse_prompt
 
 _UNET_CLASSES = ("UNet2DConditionModel",)
@@ -151,13 +158,19 @@ class DiffusersHost:
         return entry, list(getattr(found, "problems", ())) if entry is not found else []
 
     def prepare(
-        self, prompt: str | Sequence[str], *, hires: bool = False, seed: int | None = None
+        self,
+        prompt: str | Sequence[str],
+        *,
+        hires: bool = False,
+        seed: int | None = None,
+        steps: int = DEFAULT_TOTAL,
     ) -> Applied:
         """Parse ``prompt`` and resolve its tags without touching any weight.
 
         prompt: one prompt, or a batch of prompts. As in the webui, a batch uses the LoRAs of its first prompt and
             every prompt loses its tags; other prompts asking for other LoRAs get a warning (USERS S10).
         hires: use the tags' hires-pass weights (``hr=``, ``hrte=``, ``hrunet=``). seed: seeds random block weights.
+        steps: the pass's sampling steps; ``Applied.active`` holds the multipliers of its first step (schedules).
         """
         batch = [prompt] if isinstance(prompt, str) else list(prompt)
         if not batch or not all(isinstance(p, str) for p in batch):
@@ -187,20 +200,26 @@ class DiffusersHost:
         for name, problems in found.not_found:
             applied.problems += problems or [Problem(name, f"LoRA not found: {name}. Check the name.")]
         applied.problems += found.problems
-        applied.active = list(found.active)
+        applied.active = at_step(found.active, 0, steps)
         applied.reports = list(found.reports)
         return applied
 
     @contextlib.contextmanager
     def applied(
-        self, prompt: str | Sequence[str], *, hires: bool = False, seed: int | None = None
+        self,
+        prompt: str | Sequence[str],
+        *,
+        hires: bool = False,
+        seed: int | None = None,
+        steps: int = DEFAULT_TOTAL,
     ) -> Iterator[Applied]:
-        """Patch the LoRAs tagged in ``prompt`` for the duration of the block; always restore afterwards.
+        """Patch the LoRAs tagged in ``prompt`` (at the first step of a ``steps``-step pass) for the duration of the
+        block; always restore afterwards.
 
-        hires, seed: as in ``prepare`` (a second, upscaling pass run by the caller uses ``hires=True``).
+        hires, seed, steps: as in ``prepare`` (a second, upscaling pass run by the caller uses ``hires=True``).
         """
         with self._lock:
-            applied = self.prepare(prompt, hires=hires, seed=seed)
+            applied = self.prepare(prompt, hires=hires, seed=seed, steps=steps)
             try:
                 if applied.active:
                     result = self.patcher.apply(applied.active)
@@ -217,11 +236,87 @@ class DiffusersHost:
         prompt: one prompt or a batch (a batch uses the LoRAs of its first prompt, see ``prepare``). Tags in
         ``negative_prompt`` stay literal text, as in A1111 (CONTRACT §3.2, USERS S12), with a warning.
         """
-        with self.applied(prompt) as applied:
+        steps = pipeline_steps(self.pipe, kwargs)
+        with self.applied(prompt, steps=steps) as applied:
             applied.problems += negative_tag_warnings(kwargs.get("negative_prompt"))
+            kwargs = self._follow_steps(applied, steps, kwargs)
             output = self.pipe(prompt=applied.prompt, **kwargs)
         images = output.images if hasattr(output, "images") else output[0]
         return Generation(images=list(images), applied=applied)
+
+    def _follow_steps(self, applied: Applied, steps: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with a ``StepFollower`` as ``callback_on_step_end`` when a multiplier changes over the steps
+        (a caller's callback is chained, its tensor inputs kept); a warning when the pipeline takes no such callback.
+        """
+        if not steps_vary(applied.active):
+            return kwargs
+        if "callback_on_step_end" not in inspect.signature(self.pipe.__call__).parameters:
+            applied.problems.append(
+                Problem(
+                    "step schedules",
+                    "this pipeline has no callback_on_step_end, so the weights of the first step are used for "
+                    "every step.",
+                    severity="warning",
+                )
+            )
+            return kwargs
+        user = kwargs.get("callback_on_step_end")
+        follower = StepFollower(self.patcher, applied, steps, user)
+        out = {**kwargs, "callback_on_step_end": follower}
+        if getattr(user, "tensor_inputs", None) and "callback_on_step_end_tensor_inputs" not in kwargs:
+            out["callback_on_step_end_tensor_inputs"] = list(user.tensor_inputs)
+        return out
+
+
+class StepFollower:
+    """``callback_on_step_end`` that keeps the patched multipliers on the sampling step (USERS G6, G8).
+
+    At the end of step ``i`` it calls the caller's callback (which still sees step ``i``'s weights), then patches
+    the multipliers of step ``i + 1`` of the pass (``pipe.num_timesteps`` steps, else ``steps``) when they differ
+    from those patched last. repatches: how many steps needed a new patch.
+    """
+
+    def __init__(self, patcher: Patcher, applied: Applied, steps: int, user: Callable | None = None) -> None:
+        self.patcher = patcher
+        self.applied = applied
+        self.steps = steps
+        self.user = user
+        self.patched = multipliers_at(applied.active, 0, steps)
+        self.repatches = 0
+        self.following = True
+
+    def __call__(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+        result = (
+            callback_kwargs if self.user is None else self.user(pipe, step_index, timestep, callback_kwargs)
+        )
+        total = getattr(pipe, "num_timesteps", None)
+        self.advance(step_index + 1, total if isinstance(total, int) and total > 0 else self.steps)
+        return result
+
+    def advance(self, step: int, total: int) -> None:
+        """Patch the multipliers of ``step`` (from 0) of a ``total``-step pass, when they changed."""
+        if not self.following or step >= total:
+            return
+        wanted = multipliers_at(self.applied.active, step, total)
+        if wanted == self.patched:
+            return
+        result = self.patcher.apply(at_step(self.applied.active, step, total))
+        self.patched = wanted
+        self.repatches += 1
+        self.applied.problems += [p for p in result.problems if p not in self.applied.problems]
+        self.following = not result.failed
+
+
+def pipeline_steps(pipe: Any, kwargs: dict[str, Any]) -> int:
+    """The steps a pipeline call will sample: ``num_inference_steps`` from ``kwargs``, else the pipeline's own
+    default, else ``DEFAULT_TOTAL``."""
+    steps = kwargs.get("num_inference_steps")
+    if steps is None:
+        try:
+            steps = inspect.signature(pipe.__call__).parameters["num_inference_steps"].default
+        except (KeyError, TypeError, ValueError):
+            steps = None
+    return int(steps) if isinstance(steps, int) and steps >= 1 else DEFAULT_TOTAL
 
 
 def negative_tag_warnings(negative: Any) -> list[Problem]:

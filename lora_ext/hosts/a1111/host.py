@@ -12,6 +12,13 @@ the webui's memory cache and sent to the CPU and back) hold moved copies, so the
 
 Each activation goes through ``lora_ext.activation.build_active_set`` (``lbw=`` block weights; ``hr=``, ``hrte=``,
 ``hrunet=`` for the hires pass's data, ``hires_activation``), the same step the diffusers host uses.
+
+Step schedules (USERS G4, G6–G8): an activation patches the multipliers of the pass's first step (the text encoder
+runs once, right after). When some LoRA's UNet multiplier changes over the steps, the activation keeps a ``Stepping``
+and ``on_step`` (the ``on_cfg_denoiser`` callback, A1111_CONTRACT §6, called before each denoising step with the
+pass's ``sampling_step`` / ``total_sampling_steps``) hands the active set of that step to the patcher, only when the
+multipliers differ from the step patched last; the patcher re-patches only the tensors whose contribution changed.
+The hires pass's activation starts its own ``Stepping``, counting the hires steps from 0 (G3).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.activation import ActiveSet, build_active_set
+from lora_ext.activation import ActiveSet, at_step, build_active_set, multipliers_at, steps_vary
 from lora_ext.adapters import ActiveLora, ResolvedLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
@@ -32,6 +39,7 @@ from lora_ext.hosts.a1111.model import parts_from_sd_model
 from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
+from lora_ext.schedules import DEFAULT_TOTAL
 from lora_ext.syntax import LoraRequest, parse_args, parse_prompt
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
@@ -66,6 +74,24 @@ class Activation:
     signature: tuple = ()
 
 
+@dataclass
+class Stepping:
+    """A pass whose LoRA multipliers follow the sampling steps.
+
+    model: weak reference to the model being sampled. state: its bookkeeping (the patcher).
+    active: the scheduled active set (``ActiveLora.schedule`` set). total: the pass's steps as the activation saw them
+    (used when the webui's callback gives none). patched: ``multipliers_at`` of the step the model holds now.
+    repatches: how many steps needed a new patch (steps with unchanged multipliers cost nothing, USERS G8).
+    """
+
+    model: Any
+    state: ModelState
+    active: list[ActiveLora]
+    total: int
+    patched: tuple
+    repatches: int = 0
+
+
 class A1111Host:
     """The extension inside the webui. ``library_factory()`` builds the ``LoraLibrary`` on first use."""
 
@@ -80,6 +106,7 @@ class A1111Host:
         self.last = Activation()
         self.hooks: list = []  # callables(host) run after every activation (compat modules mirror state)
         self.last_image: Any = None  # the last generated PIL image, for the tab's "Replace preview"
+        self.stepping: Stepping | None = None  # the pass being sampled, when its multipliers follow the steps
 
     # -- library --------------------------------------------------------------------------------------------------
 
@@ -153,6 +180,7 @@ class A1111Host:
         release_memory: also give the memory the patches used back to the OS (UI reload, script unload). At the end
         of a generation it stays with the allocator for the next one; an activation without LoRAs gives it back.
         """
+        self.stepping = None
         for sd_model in list(self._states.keys()):
             self.restore(sd_model)
         if release_memory:
@@ -167,6 +195,7 @@ class A1111Host:
     def model_loaded(self, sd_model: Any) -> None:
         """``on_model_loaded``: new weights were loaded into these module objects; backups are stale."""
         state = self._states.get(sd_model)
+        self.stepping = None
         if state is not None:
             state.patcher.drop_backups()
             state.embeddings.clear()
@@ -199,7 +228,11 @@ class A1111Host:
                 bad.append(str(request))
             else:
                 requests.append(request)
-        activation, found = self._apply_requests(state, requests, hires=hires, seed=generation_seed(p))
+        total = pass_steps(p, hires)
+        activation, found = self._apply_requests(
+            state, requests, hires=hires, seed=generation_seed(p), total=total
+        )
+        self.stepping = self._stepping_for(sd_model, state, activation, total)
         activation.messages[:0] = bad
         if found.not_found:
             names = [messages.not_found_name(name, problems) for name, problems in found.not_found]
@@ -236,6 +269,7 @@ class A1111Host:
             dyn = dyn_dims[i] if dyn_dims else None
             requests.append(LoraRequest(name=name, te=te, unet=unet, dyn=dyn, tag=f"<lora:{name}>"))
         activation, found = self._apply_requests(state, requests)
+        self.stepping = None
         if found.not_found:
             activation.messages.append(f"Lora not found: {', '.join(name for name, _ in found.not_found)}")
         activation.messages += embeddings.register(state, sd_model, [res for _, _, res in activation.active])
@@ -264,9 +298,16 @@ class A1111Host:
         return state
 
     def _apply_requests(
-        self, state: ModelState, requests: list[LoraRequest], *, hires: bool = False, seed: int | None = None
+        self,
+        state: ModelState,
+        requests: list[LoraRequest],
+        *,
+        hires: bool = False,
+        seed: int | None = None,
+        total: int = DEFAULT_TOTAL,
     ) -> tuple[Activation, ActiveSet]:
-        """Build the active set of ``requests`` and patch it in; the Activation has messages and signature."""
+        """Build the active set of ``requests`` and patch in its multipliers at the first step of a pass of ``total``
+        steps; the Activation has messages and signature."""
         activation = Activation()
         found = build_active_set(
             requests,
@@ -281,6 +322,7 @@ class A1111Host:
         activation.messages += messages.activation_lines(found)
 
         started = time.perf_counter()
+        found.active = at_step(found.active, 0, total)
         result = state.patcher.apply(found.active)
         # No LoRA in this generation: the memory earlier patches used is not needed now (USERS P5).
         if not found.active:
@@ -300,6 +342,39 @@ class A1111Host:
             for (_, entry, _), lora in zip(activation.active, activation.weights, strict=True)
         ) + (("failed",) if result.failed else ())
         return activation, found
+
+    def _stepping_for(
+        self, sd_model: Any, state: ModelState, activation: Activation, total: int
+    ) -> Stepping | None:
+        """The ``Stepping`` of this activation's pass, or None when no multiplier changes over its steps."""
+        if not steps_vary(activation.weights):
+            return None
+        patched = multipliers_at(activation.weights, 0, total)
+        return Stepping(weakref.ref(sd_model), state, list(activation.weights), total, patched)
+
+    def on_step(self, params: Any) -> None:
+        """``on_cfg_denoiser`` (A1111_CONTRACT §6), before each denoising step: patch the multipliers of step
+        ``params.sampling_step`` of ``params.total_sampling_steps`` when they differ from those patched last.
+        Nothing to do (one attribute read) when no scheduled LoRA is active."""
+        stepping = self.stepping
+        if stepping is None:
+            return
+        from modules import shared
+
+        if shared.sd_model is not stepping.model():  # another model samples now (e.g. a refiner): not ours
+            return
+        step = int(getattr(params, "sampling_step", 0) or 0)
+        total = int(getattr(params, "total_sampling_steps", 0) or stepping.total)
+        wanted = multipliers_at(stepping.active, step, total)
+        if wanted == stepping.patched:
+            return
+        result = stepping.state.patcher.apply(at_step(stepping.active, step, total))
+        stepping.patched = wanted
+        stepping.repatches += 1
+        for problem in result.problems:
+            messages.console(str(problem))
+        if result.failed:  # the patcher restored the model: stop following the steps
+            self.stepping = None
 
     def remember_image(self, processed: Any) -> None:
         """Keep the first image of a finished generation (``Processed.images``) when it is a PIL image."""
@@ -421,6 +496,14 @@ def hires_activation(p: Any, params_list: Sequence[Any]) -> bool:
         return False
     ours = {id(params) for values in hires_data.values() for params in values}
     return all(id(params) in ours for params in params_list)
+
+
+def pass_steps(p: Any, hires: bool) -> int:
+    """The sampling steps of the pass an activation is for: ``p.steps``; in the hires pass
+    ``p.hr_second_pass_steps`` when set (the webui's "Hires steps", 0 = same as the first pass)."""
+    steps = getattr(p, "hr_second_pass_steps", 0) if hires else 0
+    steps = steps or getattr(p, "steps", 0)
+    return int(steps) if isinstance(steps, (int, float)) and steps >= 1 else DEFAULT_TOTAL
 
 
 def generation_seed(p: Any) -> int | None:

@@ -105,6 +105,8 @@ def setup() -> type:
         shared.opts.onchange("lora_in_memory_limit", lambda: settings.cache_size(host))
         shared.opts.onchange("lora_ext_patch_strategy", lambda: settings.patch_strategy(host))
         follow_option(shared.opts, "list_hidden_files", host.reset_library)
+        # step schedules (USERS G4, G6): a public per-step callback, so nothing depends on sampler internals (G9)
+        script_callbacks.on_cfg_denoiser(host.on_step, name="lora_ext")
 
     def before_ui() -> None:
         if builtin_is_active:

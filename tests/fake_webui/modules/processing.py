@@ -13,14 +13,16 @@ first-pass data again) → ``postprocess_batch``; after the loop
 
 The model is asked for ``get_learned_conditioning(prompts)`` (text encoders) and ``apply_model(x, t, cond)``
 (UNet), the LatentDiffusion API the webui's samplers use, with fallbacks for the tiny A1111-shaped trees. Tests observe weights during
-sampling through ``p.sampling_probe(p, pass_name)``, which may raise to simulate a failure.
+sampling through ``p.sampling_probe(p, pass_name)``, which may raise to simulate a failure. Each pass runs ``p.steps``
+denoising steps (hires: ``p.hr_second_pass_steps`` or ``p.steps``), each one ``script_callbacks.cfg_denoiser_callback``
+(§6, with the webui's ``CFGDenoiserParams``: ``sampling_step`` counts from 0 within the pass) then a UNet forward.
 """
 
 from __future__ import annotations
 
 import torch
 
-from modules import devices, extra_networks, infotext_utils, lowvram, sd_models, shared
+from modules import devices, extra_networks, infotext_utils, lowvram, script_callbacks, sd_models, shared
 from modules.sd_hijack import model_hijack
 
 
@@ -144,10 +146,11 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     cached_hr_uc = [None, None]
     cached_hr_c = [None, None]
 
-    def __init__(self, enable_hr=False, hr_prompt="", **kwargs):
+    def __init__(self, enable_hr=False, hr_prompt="", hr_second_pass_steps=0, **kwargs):
         super().__init__(**kwargs)
         self.enable_hr = enable_hr
         self.hr_prompt = hr_prompt
+        self.hr_second_pass_steps = hr_second_pass_steps
         self.hr_c = None
         self.hr_uc = None
         self.all_hr_prompts = None
@@ -208,7 +211,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
     def sample(self, conditioning, unconditional_conditioning, seeds):
         """§8.3: first pass, then the hires pass with its own activation (hires conds computed only if not yet)."""
-        x = denoise(self, conditioning, seeds, "first")
+        x = denoise(self, conditioning, seeds, "first", uncond=unconditional_conditioning)
         if not self.enable_hr:
             return x
         self.is_hr_pass = True
@@ -219,7 +222,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
             self.calculate_hr_conds()
         if self.scripts is not None:
             self.scripts.before_hr(self)
-        x = denoise(self, self.hr_c, seeds, "hires", x)
+        x = denoise(self, self.hr_c, seeds, "hires", x, self.hr_second_pass_steps or self.steps, self.hr_uc)
         self.is_hr_pass = False
         return x
 
@@ -267,19 +270,26 @@ def apply_model(sd_model, x, t, cond):
     return sd_model.model(x, t, context=cond)
 
 
-def denoise(p, cond, seeds, pass_name, x=None):
-    """One tiny 'sampling' pass: a UNet forward under autocast; the probe sees the live weights."""
+def denoise(p, cond, seeds, pass_name, x=None, steps=None, uncond=None):
+    """One tiny 'sampling' pass of ``steps`` (default ``p.steps``) denoising steps under autocast; the probe sees the
+    live weights once, before the first step. Each step: ``cfg_denoiser_callback`` (§6) with the step's
+    ``CFGDenoiserParams`` (``sampling_step`` 0 … total - 1, ``total_sampling_steps`` = the pass's steps), then a UNet
+    forward whose output is the next step's latent."""
     if p.sampling_probe is not None:
         p.sampling_probe(p, pass_name)
     if x is None:
         g = torch.Generator().manual_seed(int(seeds[0]))
         x = torch.randn((len(seeds), 4, 8, 8), generator=g)
-    t = torch.full((x.shape[0],), 10, dtype=torch.long)
+    total = int(steps or p.steps)
     if isinstance(cond, dict):
         cond = {k: v[: x.shape[0]] for k, v in cond.items()}
-    with torch.no_grad(), devices.autocast():
-        out = apply_model(p.sd_model, x, t, cond)
-    return out.float()
+    for step in range(total):
+        t = torch.full((x.shape[0],), 10 * (total - step), dtype=torch.long)
+        params = script_callbacks.CFGDenoiserParams(x, None, t.float(), step, total, cond, uncond, None)
+        script_callbacks.cfg_denoiser_callback(params)
+        with torch.no_grad(), devices.autocast():
+            x = apply_model(p.sd_model, params.x, t, cond).float()
+    return x
 
 
 def process_images(p):

@@ -13,6 +13,26 @@ from modules import errors
 
 ScriptCallback = namedtuple("ScriptCallback", ["script", "callback", "name"])
 
+
+class CFGDenoiserParams:
+    """§6 ``on_cfg_denoiser``: what the webui's ``CFGDenoiser.forward`` passes before each denoising step (v1.10.1
+    field names and order: ``x``, ``image_cond``, ``sigma``, ``sampling_step`` = ``state.sampling_step``,
+    ``total_sampling_steps`` = ``state.sampling_steps`` (the steps of the pass being sampled, hires counted on its
+    own), ``text_cond``, ``text_uncond``, ``denoiser``)."""
+
+    def __init__(
+        self, x, image_cond, sigma, sampling_step, total_sampling_steps, text_cond, text_uncond, denoiser=None
+    ):
+        self.x = x
+        self.image_cond = image_cond
+        self.sigma = sigma
+        self.sampling_step = sampling_step
+        self.total_sampling_steps = total_sampling_steps
+        self.text_cond = text_cond
+        self.text_uncond = text_uncond
+        self.denoiser = denoiser
+
+
 _CATEGORIES = (
     "callbacks_app_started",
     "callbacks_app_reload",
@@ -103,6 +123,7 @@ def before_ui_callback():
 
 
 def cfg_denoiser_callback(params):
+    """§6: called by the sampler once per denoising step, before the UNet forward (``CFGDenoiserParams``)."""
     _run("callbacks_cfg_denoiser", params)
 
 
