@@ -226,10 +226,14 @@ def steps_vary(active: Sequence[ActiveLora]) -> bool:
 
 
 def schedule_warnings(request: LoraRequest, weights: Weights | None) -> list[Problem]:
-    """One warning when the te weight of this pass is a schedule that changes over the steps: the text encoder
-    runs once per pass, so the weight at the pass's first step is used throughout."""
+    """One warning when the tag gives the text encoder a schedule of its own that changes over the steps: the text
+    encoder runs once per pass, so the weight at the pass's first step is used throughout. A single schedule for
+    both (``<lora:a:0@0,1@1>``) gives none: the UNet follows it, and loractl's text encoder also sees only the first
+    step's weight, so users of that form get what they had."""
     schedule = weights.schedule if weights is not None else None
     if schedule is None or not schedule.te_varies:
+        return []
+    if request.te_schedule is not None and request.te_schedule is request.unet_schedule:
         return []
     return [
         Problem(

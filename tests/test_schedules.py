@@ -173,11 +173,12 @@ def test_the_active_set_at_a_step_changes_only_scheduled_multipliers():
 
 def test_a_changing_te_schedule_warns_once_per_tag_and_a_step_window_does_not():
     requests = parse_prompt(
-        "<lora:a:0@0,1@1> <lora:b:1:0@0,1@1> <lora:c:1:start=4> <lora:d:1:stop=x>"
+        "<lora:a:0@0,1@1:1> <lora:b:1:0@0,1@1> <lora:c:1:start=4> <lora:d:1:stop=x> <lora:e:0@0,1@1>"
     ).requests
     found = build_active_set(requests, lambda name: (None, []), lambda entry, request: None, "sd1")
     warnings = [p for p in found.problems if p.severity == "warning"]
-    assert [p.subject for p in warnings] == ["<lora:a:0@0,1@1>"]
+    # e: one schedule for both, as loractl writes it: the UNet follows it and nothing is said
+    assert [p.subject for p in warnings] == ["<lora:a:0@0,1@1:1>"]
     assert "text encoder runs once per pass" in warnings[0].message and "(0)" in warnings[0].message
     (error,) = [p for p in found.problems if p.severity == "error"]
     assert error.subject == "<lora:d:1:stop=x>" and "stop=10" in error.message
