@@ -225,6 +225,17 @@ def steps_vary(active: Sequence[ActiveLora]) -> bool:
     return any(a.schedule is not None and a.schedule.varies for a in active)
 
 
+def requested_loras(requests: Sequence[LoraRequest]) -> tuple[str, ...]:
+    """What a prompt's tags ask for (names, weights and schedules, rank, named arguments), whatever their order in
+    the text: equal for two prompts exactly when they ask for the same LoRAs (the batch rule, USERS S10)."""
+    return tuple(
+        sorted(
+            repr((r.name, r.te, r.unet, r.te_schedule, r.unet_schedule, r.dyn, sorted(r.named.items())))
+            for r in requests
+        )
+    )
+
+
 def schedule_warnings(request: LoraRequest, weights: Weights | None) -> list[Problem]:
     """One warning when the tag gives the text encoder a schedule of its own that changes over the steps: the text
     encoder runs once per pass, so the weight at the pass's first step is used throughout. A single schedule for

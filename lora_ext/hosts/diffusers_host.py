@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.activation import at_step, build_active_set, multipliers_at, steps_vary
+from lora_ext.activation import at_step, build_active_set, requested_loras, steps_vary
 from lora_ext.adapters import ActiveLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem, is_problem
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
 from lora_ext.schedules import DEFAULT_TOTAL
-from lora_ext.syntax import LoraRequest, parse_prompt
+from lora_ext.stepping import StepPatches
+from lora_ext.syntax import parse_prompt
 
 _UNET_CLASSES = ("UNet2DConditionModel",)
 _TE_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection")
@@ -187,7 +188,11 @@ class DiffusersHost:
         )
         clean = parsed.clean if isinstance(prompt, str) else [parsed.clean, *(o.clean for o in others)]
         applied = Applied(prompt=clean, problems=list(parsed.problems))
-        differing = [i + 2 for i, o in enumerate(others) if _wanted(o.requests) != _wanted(parsed.requests)]
+        differing = [
+            i + 2
+            for i, o in enumerate(others)
+            if requested_loras(o.requests) != requested_loras(parsed.requests)
+        ]
         if differing:
             applied.problems.append(
                 Problem(
@@ -273,38 +278,24 @@ class StepFollower:
 
     At the end of step ``i`` it calls the caller's callback (which still sees step ``i``'s weights), then patches
     the multipliers of step ``i + 1`` of the pass (``pipe.num_timesteps`` steps, else ``steps``) when they differ
-    from those patched last. repatches: how many steps needed a new patch.
+    from those patched last (``lora_ext.stepping.StepPatches``); the patcher's problems join ``applied.problems``.
     """
 
     def __init__(self, patcher: Patcher, applied: Applied, steps: int, user: Callable | None = None) -> None:
-        self.patcher = patcher
         self.applied = applied
-        self.steps = steps
         self.user = user
-        self.patched = multipliers_at(applied.active, 0, steps)
-        self.repatches = 0
-        self.following = True
+        self.patches = StepPatches(patcher, applied.active, steps)
 
     def __call__(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         result = (
             callback_kwargs if self.user is None else self.user(pipe, step_index, timestep, callback_kwargs)
         )
         total = getattr(pipe, "num_timesteps", None)
-        self.advance(step_index + 1, total if isinstance(total, int) and total > 0 else self.steps)
+        problems = self.patches.advance(
+            step_index + 1, total if isinstance(total, int) and total > 0 else None
+        )
+        self.applied.problems += [p for p in problems if p not in self.applied.problems]
         return result
-
-    def advance(self, step: int, total: int) -> None:
-        """Patch the multipliers of ``step`` (from 0) of a ``total``-step pass, when they changed."""
-        if not self.following or step >= total:
-            return
-        wanted = multipliers_at(self.applied.active, step, total)
-        if wanted == self.patched:
-            return
-        result = self.patcher.apply(at_step(self.applied.active, step, total))
-        self.patched = wanted
-        self.repatches += 1
-        self.applied.problems += [p for p in result.problems if p not in self.applied.problems]
-        self.following = not result.failed
 
 
 def pipeline_steps(pipe: Any, kwargs: dict[str, Any]) -> int:
@@ -341,8 +332,3 @@ def _entry_of(found: Any) -> Any | None:
     if hasattr(found, "entry") and hasattr(found, "via"):  # a library Resolution
         return found.entry
     return found
-
-
-def _wanted(requests: Sequence[LoraRequest]) -> list[tuple[Any, ...]]:
-    """What a prompt's tags ask for, whatever their place in the text."""
-    return [(r.name, r.te, r.unet, r.dyn, r.named) for r in requests]

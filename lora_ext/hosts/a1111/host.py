@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_ext.activation import ActiveSet, at_step, build_active_set, multipliers_at, steps_vary
+from lora_ext.activation import ActiveSet, at_step, build_active_set, requested_loras, steps_vary
 from lora_ext.adapters import ActiveLora, ResolvedLora
 from lora_ext.engine import LoraLoader
 from lora_ext.errors import Problem
@@ -40,6 +40,7 @@ from lora_ext.infotext import format_lora_hashes, infotext_name
 from lora_ext.keys.model_parts import ModelParts
 from lora_ext.patcher import Patcher
 from lora_ext.schedules import DEFAULT_TOTAL
+from lora_ext.stepping import StepPatches
 from lora_ext.syntax import LoraRequest, parse_args, parse_prompt
 
 NOT_SUPPORTED = "LoRA: the loaded model is not SD1, SD2 or SDXL; no LoRA was applied."
@@ -76,20 +77,11 @@ class Activation:
 
 @dataclass
 class Stepping:
-    """A pass whose LoRA multipliers follow the sampling steps.
-
-    model: weak reference to the model being sampled. state: its bookkeeping (the patcher).
-    active: the scheduled active set (``ActiveLora.schedule`` set). total: the pass's steps as the activation saw them
-    (used when the webui's callback gives none). patched: ``multipliers_at`` of the step the model holds now.
-    repatches: how many steps needed a new patch (steps with unchanged multipliers cost nothing, USERS G8).
-    """
+    """A pass whose LoRA multipliers follow the sampling steps: a weak reference to the model being sampled and the
+    ``StepPatches`` that keep its patcher on the current step."""
 
     model: Any
-    state: ModelState
-    active: list[ActiveLora]
-    total: int
-    patched: tuple
-    repatches: int = 0
+    patches: StepPatches
 
 
 class A1111Host:
@@ -349,8 +341,7 @@ class A1111Host:
         """The ``Stepping`` of this activation's pass, or None when no multiplier changes over its steps."""
         if not steps_vary(activation.weights):
             return None
-        patched = multipliers_at(activation.weights, 0, total)
-        return Stepping(weakref.ref(sd_model), state, list(activation.weights), total, patched)
+        return Stepping(weakref.ref(sd_model), StepPatches(state.patcher, activation.weights, total))
 
     def on_step(self, params: Any) -> None:
         """``on_cfg_denoiser`` (A1111_CONTRACT §6), before each denoising step: patch the multipliers of step
@@ -364,16 +355,10 @@ class A1111Host:
         if shared.sd_model is not stepping.model():  # another model samples now (e.g. a refiner): not ours
             return
         step = int(getattr(params, "sampling_step", 0) or 0)
-        total = int(getattr(params, "total_sampling_steps", 0) or stepping.total)
-        wanted = multipliers_at(stepping.active, step, total)
-        if wanted == stepping.patched:
-            return
-        result = stepping.state.patcher.apply(at_step(stepping.active, step, total))
-        stepping.patched = wanted
-        stepping.repatches += 1
-        for problem in result.problems:
+        total = int(getattr(params, "total_sampling_steps", 0) or 0) or None
+        for problem in stepping.patches.advance(step, total):
             messages.console(str(problem))
-        if result.failed:  # the patcher restored the model: stop following the steps
+        if not stepping.patches.following:  # the patcher restored the model: stop following the steps
             self.stepping = None
 
     def remember_image(self, processed: Any) -> None:
@@ -537,11 +522,10 @@ def batch_rule_line(prompts: list[str], batch_size: Any) -> str | None:
     )
 
 
-def _wanted(prompt: str) -> tuple[list[str], str]:
+def _wanted(prompt: str) -> tuple[tuple[str, ...], str]:
     """(what the prompt's tags ask for, in an order-free comparable form; the tags as written)."""
     requests = parse_prompt(prompt).requests
-    asked = sorted(repr((r.name, r.te, r.unet, r.dyn, sorted(r.named.items()))) for r in requests)
-    return asked, " ".join(r.tag for r in requests)
+    return requested_loras(requests), " ".join(r.tag for r in requests)
 
 
 def _names_lora(prompt: str, name: str) -> bool:
