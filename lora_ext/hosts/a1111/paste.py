@@ -66,10 +66,6 @@ def hash_pasted_names(library: Any, hashes: dict[str, str]) -> None:
 
 def search_budget_note(library: Any) -> tuple[bool, str | None]:
     """(hash the whole library now?, the note to add when a hash then matches nothing)."""
-    from modules import shared
-
-    if getattr(shared.cmd_opts, "no_hashing", False):
-        return False, None
     unhashed = never_hashed(library)
     size = sum(e.size for e in unhashed)
     if size <= PASTE_HASH_BUDGET:
@@ -93,9 +89,10 @@ def infotext_pasted(host: Any, infotext: str, params: dict) -> None:
     texts = {key: params[key] for key in PROMPT_FIELDS if isinstance(params.get(key), str)}
     if hashes and texts:
         host.refresh()  # files renamed or added since the last scan must be found by their hash
+        compute, skipped = False, None  # --no-hashing: only hashes already known are searched
         if not getattr(shared.cmd_opts, "no_hashing", False):
             hash_pasted_names(host.library, hashes)
-        compute, skipped = search_budget_note(host.library)
+            compute, skipped = search_budget_note(host.library)
         for key, text in texts.items():
             others = [other for other_key, other in texts.items() if other_key != key]
             params[key], remap_notes = remap_prompt_by_hashes(
