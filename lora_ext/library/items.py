@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from lora_ext.library.entry import EMBEDDED_PREVIEW, Hashes, LoraEntry
@@ -70,21 +71,18 @@ def page_item(
     }
 
 
-def page_items(library: LoraLibrary, prefer: Literal["alias", "filename"] = "alias") -> list[dict[str, Any]]:
-    """``page_item`` for the entries a page shows, in natural path order (``sort_keys["default"]`` counts them).
+def shown_entries(entries: Iterable[LoraEntry], mode: str) -> list[tuple[LoraEntry, bool]]:
+    """(entry, search_only) for the entries a card page shows, in the given order, under the library's ``hidden``
+    mode (the webui's "Hidden extra networks") for entries under dot-folders: "always" shows them like the rest,
+    "when searched" marks them search-only, "never" leaves them out."""
+    return [(e, e.hidden and mode == "when searched") for e in entries if not (e.hidden and mode == "never")]
 
-    Entries under dot-folders follow the library's ``hidden`` mode: "always" shows them like the rest, "when
-    searched" marks them ``search_only``, "never" leaves them out. Hashes the library already knows are searchable.
+
+def page_items(library: LoraLibrary, prefer: Literal["alias", "filename"] = "alias") -> list[dict[str, Any]]:
+    """``page_item`` for the entries a page shows (``shown_entries``), in natural path order
+    (``sort_keys["default"]`` counts them). Hashes the library already knows are searchable.
     """
-    mode = library.hidden
-    shown = [e for e in library.entries() if not (e.hidden and mode == "never")]
     return [
-        page_item(
-            entry,
-            i,
-            library.tag_name(entry, prefer),
-            entry.hidden and mode == "when searched",
-            library.known_hashes(entry),
-        )
-        for i, entry in enumerate(shown)
+        page_item(entry, i, library.tag_name(entry, prefer), search_only, library.known_hashes(entry))
+        for i, (entry, search_only) in enumerate(shown_entries(library.entries(), library.hidden))
     ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lora_ext.library.entry import LoraEntry
+from lora_ext.library.items import shown_entries
 from lora_ext.library.search_terms import dataset_tags, hash_terms
 from lora_ext.library.usable_names import unusable_hint, usable_tag_name
 from lora_ext.ui.tagfilter import card_tags, top_tags
@@ -273,8 +274,8 @@ def card_data(
     webui's "Hidden extra networks"): "when searched" (default) makes them search-only, "always" shows them like
     the rest, "never" leaves them out. Linear in the number of entries (the bench calls it with 5 000 entries).
     """
-    mode = getattr(library, "hidden", "when searched")
-    items = [e for e in entries if not (e.hidden and mode == "never")]
+    shown = shown_entries(entries, getattr(library, "hidden", "when searched"))
+    items = [e for e, _ in shown]
     known = getattr(library, "known_hashes", None)
     hashes = [known(e) for e in items] if known is not None else [None] * len(items)
     if library is not None:
@@ -287,9 +288,7 @@ def card_data(
     rank = {i: r for r, i in enumerate(order)}
     searched = [search_tags(e.metadata) for e in items]
     filter_tags = [card_tags(t) for t in searched]
-    listed = top_tags(
-        [t for e, t in zip(items, filter_tags, strict=True) if not e.hidden or mode != "when searched"]
-    )
+    listed = top_tags([t for (_, search_only), t in zip(shown, filter_tags, strict=True) if not search_only])
     cards = [
         card_record(
             e,
@@ -299,7 +298,7 @@ def card_data(
             preview_url=preview_url,
             path_rank=rank[i],
             hashes=hashes[i],
-            search_only=e.hidden and mode == "when searched",
+            search_only=shown[i][1],
             tags=searched[i],
         )
         for i, e in enumerate(items)
