@@ -376,6 +376,8 @@ def main(argv: list[str]) -> int:
 
     device = torch.device(args.device)
     if device.type == "cuda":
+        if device.index is None:  # plain "cuda": the current device, named by index for set_device
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     names = args.dtypes.split(",")
     dtypes = [{"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[d] for d in names]
