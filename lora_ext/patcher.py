@@ -38,6 +38,7 @@ from lora_ext.patching.compute import (
 from lora_ext.patching.memory import release_freed_memory
 from lora_ext.patching.plan import Contribution, Slot, build_plan
 from lora_ext.patching.staging import Stager
+from lora_ext.patching.upload import Uploader
 
 STRATEGIES = ("auto", "swap", "copy")
 
@@ -222,9 +223,12 @@ class Patcher:
                                     takes[key] = stager.submit(
                                         True, _stream, ready, pairs, scratches, stealable=True
                                     )
-                        for key in sorted(takes, key=lambda k: k in shared):
+                        order = sorted(takes, key=lambda k: k in shared)
+                        uploader = Uploader(slots, order)
+                        for key in order:
                             current = slots[key]
-                            self._apply_one(key, current, skipped, takes[key]())
+                            self._apply_one(key, current, skipped, takes[key](), uploader)
+                        del uploader
                     current = None
                     _synchronize(devices)
             except Exception as exc:  # anything at all: the model must not stay half patched (USERS F8)
@@ -362,7 +366,12 @@ class Patcher:
         return _swap_destination(slot, backup, torch.empty_like(current), False)
 
     def _apply_one(
-        self, key: int, slot: Slot, skipped: dict[str, list[tuple[str, str]]], prepared: _Prepared
+        self,
+        key: int,
+        slot: Slot,
+        skipped: dict[str, list[tuple[str, str]]],
+        prepared: _Prepared,
+        uploader: Uploader,
     ) -> None:
         weight_backup = prepared.backup
         weight_backup.installed = None  # being written: a failure now restores it unconditionally
@@ -371,7 +380,11 @@ class Patcher:
         self._applied[key] = rec
         outcome = prepared.outcome
         if outcome is None:
-            outcome = compute_slot(slot, prepared.dest, _bias(slot), self._fuse(prepared.dest), prepared.w0)
+            # The same contributions with their factors already on the weight's device (one copy per chunk).
+            on_device = uploader.slot_for(key)
+            outcome = compute_slot(
+                on_device, prepared.dest, _bias(slot), self._fuse(prepared.dest), prepared.w0
+            )
         for contribution, reason in outcome.skipped:
             skipped.setdefault(contribution.lora_name, []).append((contribution.target.canonical, reason))
         if outcome.weight_changed:
