@@ -104,7 +104,8 @@ class _Prepared:
 
 @contextlib.contextmanager
 def _math_mode(devices: set[torch.device]) -> Iterator[None]:
-    """No autograd, no inference tensors, no autocast (A1111 calls activate inside CUDA autocast)."""
+    """No autograd, no inference tensors, no autocast (A1111 calls activate inside CUDA autocast), and float32
+    products in full float32 on GPUs (``_full_float32_matmul``)."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.no_grad())
@@ -113,7 +114,31 @@ def _math_mode(devices: set[torch.device]) -> Iterator[None]:
                 stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
             except RuntimeError:  # a device type without autocast support has no autocast to turn off
                 pass
+        if any(d.type == "cuda" for d in devices):
+            stack.enter_context(_full_float32_matmul())
         yield
+
+
+@contextlib.contextmanager
+def _full_float32_matmul() -> Iterator[None]:
+    """Turn TF32 off for float32 matrix products on CUDA while the patch is computed, then put the host's setting back.
+
+    The webui allows TF32 at startup (``torch.backends.cuda.matmul.allow_tf32 = True`` on Ampere and newer), and with
+    it cuBLAS rounds the inputs of float32 products to 10 mantissa bits: measured on an H100, deltas off by 1.5e-4 of a
+    weight of 0.35, 40× the float32 tolerance. torch ≥ 2.9 refuses some reads once its legacy and its per-backend TF32
+    settings were both written, so the per-backend one (``matmul.fp32_precision``) is saved and written back where it
+    exists: that leaves every read as it was whichever of the APIs the host used; older torch has only ``allow_tf32``.
+    The setting is process-wide, so a generation running at the same time on another thread runs its products in
+    full float32 for these milliseconds (slower, never less exact).
+    """
+    matmul = torch.backends.cuda.matmul
+    attr, full = ("fp32_precision", "ieee") if hasattr(matmul, "fp32_precision") else ("allow_tf32", False)
+    previous = getattr(matmul, attr)
+    setattr(matmul, attr, full)
+    try:
+        yield
+    finally:
+        setattr(matmul, attr, previous)
 
 
 class Patcher:
