@@ -363,10 +363,8 @@ class Patcher:
         current = getattr(slot.module, slot.weight_attr, None)
         if weight.attr != slot.weight_attr or weight.created or weight.original is None or current is None:
             return None
-        if (
-            weight.original.device != current.device
-        ):  # a CPU copy of a GPU weight: restore, then patch in place
-            return None
+        if weight.original.device != current.device and weight.strategy != "copy":
+            return None  # a swapped-out original on another device than the weight now: restore, then patch
         for bias in rec.backups[1:]:
             bias.restore()
         rec.backups[1:] = []
