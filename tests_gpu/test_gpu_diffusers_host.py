@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from gpu_helpers import SEED, assert_bit_identical, build_model, resolve, snapshot
+from test_diffusers_schedules import count_applies  # tests/ (on sys.path through gpu_helpers)
 
 from lora_ext.adapters import ActiveLora
 from lora_ext.hosts.diffusers_host import DiffusersHost
@@ -110,14 +111,7 @@ def test_step_schedule_follows_the_steps_on_the_device(device, lora_files, dtype
     host = host_for(pipe, lora_files)
     original = snapshot(parts)
     seen: list = []
-    applies: list[int] = []
-    apply = host.patcher.apply
-
-    def counting(active):
-        applies.append(len(seen))
-        return apply(active)
-
-    host.patcher.apply = counting
+    applies = count_applies(host, seen)
     gen = host.generate(
         "a cat <lora:style:0.7:0@0,1@2,1@3,0@4>",
         num_inference_steps=6,
