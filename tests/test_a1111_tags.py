@@ -89,6 +89,15 @@ def test_only_the_wrong_architecture_lora_means_nothing_applied(webui, store):
     assert "xl" in processed.comments
 
 
+def test_a_refused_file_is_reported_once(webui, store):
+    """The coverage line ("xl: refused: <reason>") already carries the reason: the same reason is not repeated on a
+    second line under the file's path."""
+    install(store["xl"], webui.lora_dir, "xl")
+    _, processed = sampled(webui, "a photo <lora:xl:1>")
+    lines = [line for line in processed.comments.splitlines() if "SDXL LoRA" in line]
+    assert len(lines) == 1 and lines[0].startswith("xl: refused: "), processed.comments
+
+
 def test_bad_weight_is_reported_and_does_not_disable_the_others(webui, store):
     weights, processed = sampled(webui, "a photo <lora:x:abc> <lora:y:1>")
     assert "<lora:x:abc>" in processed.comments

@@ -46,7 +46,8 @@ def not_found(p: Any, names: list[str], lines: list[str]) -> None:
 
 def activation_lines(found: Any) -> list[str]:
     """Lines for an ``ActiveSet``: each LoRA's coverage summary when keys were unmatched or the file was refused,
-    then every warning and error (lookup notes such as duplicates, bad arguments, load and coverage problems)."""
+    then every warning and error (lookup notes such as duplicates, bad arguments, load and coverage problems) that
+    no earlier line already says."""
     out: list[str] = []
     for _, report in found.reports:
         if report is not None and (
@@ -55,7 +56,8 @@ def activation_lines(found: Any) -> list[str]:
             out.append(report.summary())
     for problem in found.problems:
         line = str(problem)
-        if problem.severity != "info" and line not in out:
+        # A refused file's coverage line already ends with its reason: do not say it twice.
+        if problem.severity != "info" and not any(line == o or problem.message in o for o in out):
             out.append(line)
     return out
 
