@@ -97,6 +97,49 @@ def test_a_deleted_file_put_back_later_counts_as_new(old_files, tmp_path):
     assert _added(library, b) >= before
 
 
+def test_a_moved_or_renamed_file_keeps_its_date_header_data_and_hashes(old_files, tmp_path):
+    """Moved to another folder under a new name between two refreshes (``os.rename`` keeps size and mtime): the file
+    keeps its first-seen date, its header is not read again and its hashes are known without hashing, also in a new
+    process."""
+    root, a, _ = old_files
+    cache = tmp_path / "cache.json"
+    library = _library(root, cache)
+    library.refresh()
+    first = _added(library, a)
+    hashes = library.hashes(library.get(str(a)))
+    moved = root / "other" / "renamed.safetensors"
+    moved.parent.mkdir()
+    os.rename(a, moved)
+    report = library.refresh()
+    assert (report.added, report.removed, report.reads) == ([str(moved)], [str(a)], 0)
+    assert _added(library, moved) == first
+    assert library.hashes(library.get(str(moved)), compute=False) == hashes
+    restarted = _library(root, cache)
+    assert restarted.refresh().reads == 0
+    assert _added(restarted, moved) == first
+    assert restarted.hashes(restarted.get(str(moved)), compute=False) == hashes
+
+
+def test_moves_that_cannot_be_told_apart_count_as_new(tmp_path):
+    """Two files with the same size and mtime both move: which went where is unknown, so both are new."""
+    root = tmp_path / "L"
+    stamp = time.time() - 5 * DAY
+    a = write_lora(root / "a.safetensors", "sd1", seed=1)
+    b = write_lora(root / "b.safetensors", "sd1", seed=2)
+    assert a.stat().st_size == b.stat().st_size
+    for path in (a, b):
+        os.utime(path, ns=(int(stamp * 1e9), int(stamp * 1e9)))
+    library = _library(root, tmp_path / "cache.json")
+    library.refresh()
+    os.rename(a, root / "c.safetensors")
+    os.rename(b, root / "d.safetensors")
+    before = time.time()
+    report = library.refresh()
+    assert report.reads == 2
+    assert _added(library, root / "c.safetensors") >= before
+    assert _added(library, root / "d.safetensors") >= before
+
+
 def test_an_unreadable_file_keeps_its_date_until_it_reads_again(old_files, tmp_path, monkeypatch):
     import lora_ext.library.indexer as indexer_module
     from lora_ext.errors import Problem

@@ -1,8 +1,9 @@
 """When the library first saw a file ("date added", USERS C14), kept in the file's cache record.
 
 The date lives in the record as ``"added"`` (seconds since the epoch, float). A record outlives changes of its file
-(a replaced file at the same path keeps it) and goes only when the file is gone from the roots at a refresh, so a
-file deleted and put back later counts as added again. No file is read for it: the walk's ``stat`` and the cache
+(a replaced file at the same path keeps it) and follows a file moved or renamed inside the roots between two
+refreshes (same size and mtime, ``Indexer._adopt_moved``); it goes only when the file is gone from the roots at a
+refresh, so a file deleted and put back later counts as added again. No file is read for it: the walk's ``stat`` and the cache
 are all it needs.
 """
 

@@ -137,6 +137,7 @@ class Indexer:
         found, problems = walk_roots(self.roots, self.skip_hidden, self.allow_external_links)
         report.errors.extend(problems)
         found = self._sorted_unique(found)
+        dirty = self._adopt_moved(found) or dirty
         entries: list[LoraEntry] = []
         fingerprints: dict[str, tuple[Any, ...]] = {}
         for item in found:
@@ -181,6 +182,36 @@ class Indexer:
         )
         report.duplicates.extend(snapshot.index.duplicates)
         return snapshot, dirty
+
+    def _adopt_moved(self, found: list[FoundFile]) -> bool:
+        """Give a file found at a path the cache has no record of the record of a file gone from its path since the
+        last refresh with the same (size, mtime_ns): a move or rename inside the roots, which keeps both. The file
+        then keeps its first-seen date, its header data (no read) and its hashes (no re-hash). Only a one-to-one
+        match is taken; two candidates on either side leave every file new. True when a record moved."""
+        records = self.records
+        if not records:
+            return False
+        arrivals: dict[tuple[int, int], list[str]] = {}
+        for item in found:
+            if item.path not in records:
+                arrivals.setdefault((item.size, item.mtime_ns), []).append(item.path)
+        if not arrivals:
+            return False
+        present = {item.path for item in found}
+        departures: dict[tuple[int, int], list[str]] = {}
+        for path, record in records.items():
+            fp = record.get("fp")
+            if path not in present and isinstance(fp, list) and len(fp) == 2:
+                key = (fp[0], fp[1])
+                if key in arrivals:
+                    departures.setdefault(key, []).append(path)
+        moved = False
+        for key, old_paths in departures.items():
+            if len(old_paths) == 1 and len(arrivals[key]) == 1:
+                records[arrivals[key][0]] = records.pop(old_paths[0])
+                self.encoded.pop(old_paths[0], None)
+                moved = True
+        return moved
 
     def _sorted_unique(self, found: list[FoundFile]) -> list[FoundFile]:
         """Root order, then natural path order; a file reached through two roots (nested roots) once."""
