@@ -530,9 +530,15 @@ def _on_cpu(slot: Slot) -> bool:
 
 
 def _synchronize(devices: set[torch.device]) -> None:
+    """Wait for the work queued on each accelerator (CUDA, MPS, XPU, ...), so apply and restore return with the
+    weights and backups written."""
     for device in devices:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        elif device.type not in ("cpu", "meta"):
+            synchronize = getattr(getattr(torch, device.type, None), "synchronize", None)
+            if synchronize is not None:
+                synchronize()
 
 
 def _failure_problem(slot: Slot | None, exc: BaseException) -> Problem:

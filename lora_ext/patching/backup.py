@@ -49,7 +49,9 @@ def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type == "cpu":
         return tensor.detach().clone()
     pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.device.type == "cuda")
-    pinned.copy_(tensor.detach(), non_blocking=True)
+    # Asynchronous only into pinned memory, which the apply's final synchronize waits for; a copy into ordinary
+    # memory (MPS and other accelerators) must be complete when this returns.
+    pinned.copy_(tensor.detach(), non_blocking=pinned.is_pinned())
     return pinned
 
 
