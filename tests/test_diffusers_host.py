@@ -71,6 +71,31 @@ def test_tagged_generation_equals_engine_patched_pipeline_and_restores(sd1_pipe,
     assert image_bytes(plain.images) != image_bytes(gen.images)
 
 
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+def test_weights_moved_during_the_call_are_restored(sd1_pipe, lora_dir, strategy):
+    """``enable_model_cpu_offload`` moves each model to the GPU before its forward and back after it: every
+    parameter then holds a copy of the patched values in new storage (simulated here by ``param.data = clone``). The
+    originals must still come back, bit for bit, with no "replaced or reloaded" warning."""
+    library = LoraLibrary([str(lora_dir)])
+    library.refresh()
+    host = DiffusersHost(sd1_pipe, library, patcher=Patcher(strategy))
+    original = state(sd1_pipe)
+
+    def move_there_and_back(module, args):
+        for param in module.parameters():
+            param.data = param.data.clone()
+
+    hooks = [m.register_forward_pre_hook(move_there_and_back) for m in (sd1_pipe.unet, sd1_pipe.text_encoder)]
+    try:
+        gen = host.generate("a cat <lora:style:0.7:0.4>", generator=torch.Generator().manual_seed(3), **GEN)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert_bit_identical(state(sd1_pipe), original)
+    assert [p for p in gen.applied.problems if p.severity != "info"] == []
+    assert not host.patcher.is_patched and host.patcher.held_bytes() == 0
+
+
 def test_restore_when_the_pipeline_raises_mid_run(sd1_pipe, lora_dir):
     host = host_for(sd1_pipe, lora_dir)
     original = state(sd1_pipe)

@@ -231,9 +231,12 @@ class DiffusersHost:
                     applied.problems += list(getattr(result, "problems", ()))
                 yield applied
             finally:
-                # Freed memory stays with the allocator while LoRAs are in use (the next apply reuses it); a call
-                # without LoRAs gives it back to the OS (USERS P5).
-                self.patcher.restore(release_memory=not applied.active)
+                # Model CPU offload (``enable_model_cpu_offload``) moves each model to the GPU and back during the
+                # call: the parameters then hold moved copies of the patched values, and the originals are copied
+                # into them. Freed memory stays with the allocator while LoRAs are in use (the next apply reuses
+                # it); a call without LoRAs gives it back to the OS (USERS P5).
+                moved = not self.patcher.verify() and self.patcher.only_moved()
+                applied.problems += self.patcher.restore(moved=moved, release_memory=not applied.active)
 
     def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> Generation:
         """Run the pipeline with the LoRAs tagged in ``prompt``; extra keyword arguments go to the pipeline.
