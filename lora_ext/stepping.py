@@ -42,8 +42,14 @@ class StepPatches:
         wanted = multipliers_at(self.active, step, total)
         if wanted == self.patched:
             return []
+        problems: list[Problem] = []
+        if not self.patcher.verify() and self.patcher.only_moved():
+            # Moved since the last patch (model CPU offload, the webui's low-VRAM modes): the tensors hold moved
+            # copies of the patched values, which the patcher does not recognise as its own. Put the originals
+            # back into them first, so the new patch is computed from W₀ and not added over the old one.
+            problems += self.patcher.restore(moved=True)
         result = self.patcher.apply(at_step(self.active, step, total))
         self.patched = wanted
         self.repatches += 1
         self.following = not result.failed
-        return list(result.problems)
+        return problems + list(result.problems)

@@ -13,7 +13,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 from fake_webui.harness import Webui, fake_modules, lora_host
-from fake_webui.lora_fixtures import expected_state, install, same_state, sd1_webui, state, write_lora
+from fake_webui.lora_fixtures import (
+    expected_state,
+    install,
+    move_everything,
+    same_state,
+    sd1_webui,
+    state,
+    write_lora,
+)
 from PIL import Image
 
 
@@ -110,12 +118,6 @@ def test_last_generated_image_reaches_the_tab_for_replace_preview(webui):
     assert ours, [s.title() for s in scripts.scripts_txt2img.alwayson_scripts]
     ours[0].postprocess(SimpleNamespace(), SimpleNamespace(images=[torch.zeros(1), image]))
     assert tab_host(host).last_image() is image
-
-
-def move_everything(model) -> None:
-    """What low-VRAM ``module.to(device)`` does to a parameter: ``.data`` becomes a copy (new storage)."""
-    for param in model.parameters():
-        param.data = param.data.clone()
 
 
 def test_low_vram_moves_are_restored_not_forgotten(webui, store):

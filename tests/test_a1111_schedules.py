@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 from fake_webui.harness import lora_host
-from fake_webui.lora_fixtures import expected_state, same_state, sd1_webui, state, write_lora
+from fake_webui.lora_fixtures import (
+    expected_state,
+    move_everything,
+    same_state,
+    sd1_webui,
+    state,
+    write_lora,
+)
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +70,24 @@ def test_keyframe_schedule_follows_the_steps_and_repatches_only_on_change(webui,
     assert lora_host().stepping is None  # the generation ended: nothing follows the steps any more
     assert same_state(state(webui.model), webui.original) == []
     assert "step" not in processed.comments.lower()
+
+
+def test_a_schedule_under_low_vram_moves_repatches_from_the_originals(webui, store):
+    """``--lowvram``/``--medvram`` move the patched modules between devices while sampling (``.data`` becomes a copy,
+    A1111_CONTRACT §8.3): the next step's patch must start from W₀ again, not add to the moved patched copy."""
+    webui.model.lowvram = True
+
+    class MovingRecorder(StepRecorder):
+        def __call__(self, params) -> None:
+            super().__call__(params)
+            move_everything(self.model)
+
+    recorder = MovingRecorder(webui)
+    processed, _ = webui.txt2img("a photo <lora:x:0.7:0@0,1@2>", steps=4)
+    for (step, _, weights), multiplier in zip(recorder.seen, [0.0, 0.5, 1.0, 1.0], strict=True):
+        assert same_state(weights, expected(store, 0.7, multiplier)) == [], step
+    assert same_state(state(webui.model), webui.original) == []
+    assert "replaced or reloaded" not in processed.comments
 
 
 def test_fraction_schedule_counts_the_hires_steps_on_their_own(webui, store):

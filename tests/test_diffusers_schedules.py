@@ -96,6 +96,38 @@ def test_keyframes_follow_the_steps_repatch_on_change_and_restore(sd1_pipe, make
     assert not host.patcher.is_patched
 
 
+@pytest.mark.parametrize("strategy", ["swap", "copy"])
+def test_a_schedule_follows_the_steps_while_the_models_are_moved(sd1_pipe, make_pipeline, lora_dir, strategy):
+    """Model CPU offload moves the UNet to the GPU and back around every forward (simulated: ``param.data = clone``
+    before each forward), so at each re-patch the patched tensors are moved copies. Each step must still hold the
+    pristine weights plus that step's multiplier (not a second patch over the first), and the originals come back."""
+    library = LoraLibrary([str(lora_dir)])
+    library.refresh()
+    host = DiffusersHost(sd1_pipe, library, patcher=Patcher(strategy))
+    original = state(sd1_pipe)
+
+    def move_there_and_back(module, args):
+        for param in module.parameters():
+            param.data = param.data.clone()
+
+    hook = sd1_pipe.unet.register_forward_pre_hook(move_there_and_back)
+    seen: list = []
+    try:
+        gen = host.generate(
+            "a cat <lora:style:0.7:0@0,1@2>",
+            num_inference_steps=4,
+            callback_on_step_end=recorder(seen),
+            **GEN,
+        )
+    finally:
+        hook.remove()
+    assert [p for p in gen.applied.problems if p.severity != "info"] == []
+    ref = Reference(make_pipeline, lora_dir)
+    for (_, weights), multiplier in zip(seen, [0.0, 0.5, 1.0, 1.0], strict=True):
+        assert_bit_identical(weights, ref.state(0.7, multiplier))
+    assert_bit_identical(state(sd1_pipe), original)
+
+
 def test_step_window_and_fractions_without_a_caller_callback(sd1_pipe, make_pipeline, lora_dir):
     host = host_for(sd1_pipe, lora_dir)
     original = state(sd1_pipe)

@@ -61,6 +61,13 @@ def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def move_everything(model: torch.nn.Module) -> None:
+    """What low-VRAM ``module.to(device)`` does to a parameter (A1111_CONTRACT §8.3): ``.data`` becomes a copy (new
+    storage, same values, the version counter untouched)."""
+    for param in model.parameters():
+        param.data = param.data.clone()
+
+
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
     """Names whose tensors differ in any bit (empty when bit-identical)."""
     assert a.keys() == b.keys()
