@@ -96,6 +96,20 @@ def test_weights_moved_during_the_call_are_restored(sd1_pipe, lora_dir, strategy
     assert not host.patcher.is_patched and host.patcher.held_bytes() == 0
 
 
+def test_sequential_cpu_offload_is_refused_with_a_message(make_pipeline, lora_dir):
+    """``enable_sequential_cpu_offload`` leaves meta tensors in the model and loads the real weights per layer from
+    its own store: a patch there would change nothing the pipeline uses, so the host says so instead of applying."""
+    pipe = make_pipeline("sd1", 0)
+    pipe.unet.to("meta")
+    host = host_for(pipe, lora_dir)
+    with host.applied("a cat <lora:style:1>") as applied:
+        assert not host.patcher.is_patched
+    errors = [p for p in applied.problems if p.severity == "error"]
+    assert len(errors) == 1 and errors[0].subject == "unet"
+    assert "enable_model_cpu_offload" in errors[0].message
+    assert applied.prompt.strip() == "a cat"  # the tag is still taken out of the prompt
+
+
 def test_restore_when_the_pipeline_raises_mid_run(sd1_pipe, lora_dir):
     host = host_for(sd1_pipe, lora_dir)
     original = state(sd1_pipe)

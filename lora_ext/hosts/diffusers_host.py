@@ -226,7 +226,18 @@ class DiffusersHost:
         with self._lock:
             applied = self.prepare(prompt, hires=hires, seed=seed, steps=steps)
             try:
-                if applied.active:
+                offloaded = _offloaded_parts(self.parts) if applied.active else []
+                if offloaded:
+                    applied.problems.append(
+                        Problem(
+                            ", ".join(offloaded),
+                            "the weights are not in the model (meta tensors: pipe.enable_sequential_cpu_offload() "
+                            "keeps them in its own store and loads them per layer), so no LoRA was applied. Use "
+                            "pipe.enable_model_cpu_offload() or no offload to use LoRA tags.",
+                            "error",
+                        )
+                    )
+                elif applied.active:
                     result = self.patcher.apply(applied.active)
                     applied.problems += list(getattr(result, "problems", ()))
                 yield applied
@@ -299,6 +310,11 @@ class StepFollower:
         )
         self.applied.problems += [p for p in problems if p not in self.applied.problems]
         return result
+
+
+def _offloaded_parts(parts: ModelParts) -> list[str]:
+    """The model parts with weights on the ``meta`` device (sequential CPU offload): nothing to patch there."""
+    return [name for name, module in parts.modules().items() if any(p.is_meta for p in module.parameters())]
 
 
 def pipeline_steps(pipe: Any, kwargs: dict[str, Any]) -> int:
