@@ -5,6 +5,8 @@ LoRA files are written by diffusers + peft (``save_lora_weights``) for the tiny 
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -43,10 +45,27 @@ def image_bytes(images) -> bytes:
     return images[0].tobytes()
 
 
-def host_for(pipe, lora_dir) -> DiffusersHost:
+def host_for(pipe, lora_dir, strategy: str = "auto") -> DiffusersHost:
     library = LoraLibrary([str(lora_dir)])
     library.refresh()
-    return DiffusersHost(pipe, library)
+    return DiffusersHost(pipe, library, patcher=Patcher(strategy))
+
+
+@contextlib.contextmanager
+def moved_around_each_forward(*modules):
+    """What ``enable_model_cpu_offload`` does to a model around its forward (to the GPU and back): every parameter
+    gets a copy of its values in new storage (``param.data = clone``; same values, version counter untouched)."""
+
+    def move_there_and_back(module, args):
+        for param in module.parameters():
+            param.data = param.data.clone()
+
+    hooks = [m.register_forward_pre_hook(move_there_and_back) for m in modules]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_tagged_generation_equals_engine_patched_pipeline_and_restores(sd1_pipe, make_pipeline, lora_dir):
@@ -76,21 +95,10 @@ def test_weights_moved_during_the_call_are_restored(sd1_pipe, lora_dir, strategy
     """``enable_model_cpu_offload`` moves each model to the GPU before its forward and back after it: every
     parameter then holds a copy of the patched values in new storage (simulated here by ``param.data = clone``). The
     originals must still come back, bit for bit, with no "replaced or reloaded" warning."""
-    library = LoraLibrary([str(lora_dir)])
-    library.refresh()
-    host = DiffusersHost(sd1_pipe, library, patcher=Patcher(strategy))
+    host = host_for(sd1_pipe, lora_dir, strategy)
     original = state(sd1_pipe)
-
-    def move_there_and_back(module, args):
-        for param in module.parameters():
-            param.data = param.data.clone()
-
-    hooks = [m.register_forward_pre_hook(move_there_and_back) for m in (sd1_pipe.unet, sd1_pipe.text_encoder)]
-    try:
+    with moved_around_each_forward(sd1_pipe.unet, sd1_pipe.text_encoder):
         gen = host.generate("a cat <lora:style:0.7:0.4>", generator=torch.Generator().manual_seed(3), **GEN)
-    finally:
-        for hook in hooks:
-            hook.remove()
     assert_bit_identical(state(sd1_pipe), original)
     assert [p for p in gen.applied.problems if p.severity != "info"] == []
     assert not host.patcher.is_patched and host.patcher.held_bytes() == 0

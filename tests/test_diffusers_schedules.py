@@ -12,10 +12,9 @@ from lora_ext.adapters import ActiveLora
 from lora_ext.engine import LoraLoader
 from lora_ext.hosts.diffusers_host import DiffusersHost
 from lora_ext.keys.model_parts import ModelParts
-from lora_ext.library import LoraLibrary
 from lora_ext.patcher import Patcher
 from tests.browser_helpers import write_peft_lora
-from tests.test_diffusers_host import assert_bit_identical, state
+from tests.test_diffusers_host import assert_bit_identical, host_for, moved_around_each_forward, state
 
 GEN = dict(height=64, width=64)
 
@@ -25,12 +24,6 @@ def lora_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("schedule_loras")
     write_peft_lora(folder, "style", seed=1)
     return folder
-
-
-def host_for(pipe, lora_dir) -> DiffusersHost:
-    library = LoraLibrary([str(lora_dir)])
-    library.refresh()
-    return DiffusersHost(pipe, library)
 
 
 class Reference:
@@ -101,26 +94,16 @@ def test_a_schedule_follows_the_steps_while_the_models_are_moved(sd1_pipe, make_
     """Model CPU offload moves the UNet to the GPU and back around every forward (simulated: ``param.data = clone``
     before each forward), so at each re-patch the patched tensors are moved copies. Each step must still hold the
     pristine weights plus that step's multiplier (not a second patch over the first), and the originals come back."""
-    library = LoraLibrary([str(lora_dir)])
-    library.refresh()
-    host = DiffusersHost(sd1_pipe, library, patcher=Patcher(strategy))
+    host = host_for(sd1_pipe, lora_dir, strategy)
     original = state(sd1_pipe)
-
-    def move_there_and_back(module, args):
-        for param in module.parameters():
-            param.data = param.data.clone()
-
-    hook = sd1_pipe.unet.register_forward_pre_hook(move_there_and_back)
     seen: list = []
-    try:
+    with moved_around_each_forward(sd1_pipe.unet):
         gen = host.generate(
             "a cat <lora:style:0.7:0@0,1@2>",
             num_inference_steps=4,
             callback_on_step_end=recorder(seen),
             **GEN,
         )
-    finally:
-        hook.remove()
     assert [p for p in gen.applied.problems if p.severity != "info"] == []
     ref = Reference(make_pipeline, lora_dir)
     for (_, weights), multiplier in zip(seen, [0.0, 0.5, 1.0, 1.0], strict=True):
