@@ -81,6 +81,24 @@ def test_slots_on_an_accelerator_get_device_factors_and_one_element_tensors_stay
     assert moved.contributions[0].lora_name == "a" and moved.module is module
 
 
+def test_factors_already_on_an_accelerator_are_left_to_the_arithmetic(monkeypatch):
+    """Only CPU tensors are packed (the packed buffer lives in CPU memory): a factor already on another device than
+    the weight (here ``meta`` beside a weight on ``cuda:1``) is handed on as it is, for ``compute_slot`` to move."""
+    packed: list[torch.Tensor] = []
+
+    def pack(tensors, device):
+        packed.extend(tensors)
+        return {id(t): t.clone() for t in tensors}
+
+    monkeypatch.setattr(upload, "_slot_device", lambda slot: torch.device("cuda", 1))
+    monkeypatch.setattr(upload, "_pack_and_copy", pack)
+    adapter = _lora(4, 6)
+    adapter.tensors["down"] = adapter.tensors["down"].to("meta")
+    parts = Uploader({1: _slot(nn.Linear(6, 4), adapter)}, [1]).slot_for(1).contributions[0].adapter.tensors
+    assert [t is adapter.tensors["up"] for t in packed] == [True]
+    assert parts["down"] is adapter.tensors["down"] and parts["up"] is not adapter.tensors["up"]
+
+
 def test_cpu_slots_are_handed_out_unchanged():
     slot = _slot(nn.Linear(6, 4), _lora(4, 6))
     assert Uploader({7: slot}, [7]).slot_for(7) is slot

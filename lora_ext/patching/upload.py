@@ -30,7 +30,9 @@ CHUNK_BYTES = 64 << 20
 
 
 def _moves(tensor: torch.Tensor, device: torch.device) -> bool:
-    return tensor.device != device and tensor.numel() > 1
+    """True for a multi-element CPU tensor whose slot lives on an accelerator (a tensor already on some accelerator
+    is left to ``compute_slot``, which moves it on its own)."""
+    return tensor.device.type == "cpu" and device.type != "cpu" and tensor.numel() > 1
 
 
 def _slot_device(slot: Slot) -> torch.device | None:
@@ -87,8 +89,8 @@ class Uploader:
         return self._ready[key]
 
     def _upload(self, keys: list[int]) -> dict[int, Slot]:
-        """Pack the moving tensors of ``keys``' slots (all on one device per slot) into one pinned buffer per device,
-        copy each buffer once, and rebuild the slots around views of the copies."""
+        """Pack the moving tensors of ``keys``' slots into pinned buffers (per device and element size), copy each
+        buffer once, and rebuild the slots around views of the copies."""
         by_device: dict[torch.device, list[torch.Tensor]] = {}
         for key in keys:
             device = _slot_device(self._slots[key])
