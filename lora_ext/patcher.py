@@ -103,9 +103,9 @@ class _Prepared:
 
 
 @contextlib.contextmanager
-def _math_mode(devices: set[torch.device]) -> Iterator[None]:
-    """No autograd, no inference tensors, no autocast (A1111 calls activate inside CUDA autocast), and float32
-    products in full float32 on GPUs (``_full_float32_matmul``)."""
+def _thread_modes(devices: set[torch.device]) -> Iterator[None]:
+    """The calling thread's torch modes for patch work: no autograd, no inference tensors, no autocast (A1111 calls
+    activate inside CUDA autocast). Thread-local, so the stager's helper thread enters them for its own steps."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.no_grad())
@@ -114,6 +114,14 @@ def _math_mode(devices: set[torch.device]) -> Iterator[None]:
                 stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
             except RuntimeError:  # a device type without autocast support has no autocast to turn off
                 pass
+        yield
+
+
+@contextlib.contextmanager
+def _math_mode(devices: set[torch.device]) -> Iterator[None]:
+    """``_thread_modes`` plus float32 products in full float32 on GPUs (``_full_float32_matmul``, a process-wide
+    setting: entered once, on the thread that calls ``apply``)."""
+    with _thread_modes(devices), contextlib.ExitStack() as stack:
         if any(d.type == "cuda" for d in devices):
             stack.enter_context(_full_float32_matmul())
         yield
@@ -219,7 +227,7 @@ class Patcher:
                             problems.extend(self._restore_one(self._applied.pop(key)))
                         else:
                             reuse[key] = backup
-                    with Stager(self._overlaps(), lambda: _math_mode(devices)) as stager:
+                    with Stager(self._overlaps(), lambda: _thread_modes(devices)) as stager:
                         jobs = []
                         for key in fresh:
                             current = slots[key]
@@ -448,7 +456,7 @@ class Patcher:
         problems: list[Problem] = []
         records = list(self._applied.values())
         self._applied.clear()
-        with _math_mode(_devices(rec.slot for rec in records)):
+        with _thread_modes(_devices(rec.slot for rec in records)):  # copies and swaps: no products
             for rec in records:
                 problems.extend(self._restore_one(rec, moved))
             _synchronize(_devices(rec.slot for rec in records))
