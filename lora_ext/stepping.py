@@ -43,7 +43,7 @@ class StepPatches:
         if wanted == self.patched:
             return []
         problems: list[Problem] = []
-        if not self.patcher.verify() and self.patcher.only_moved():
+        if self.patcher.only_moved():
             # Moved since the last patch (model CPU offload, the webui's low-VRAM modes): the tensors hold moved
             # copies of the patched values, which the patcher does not recognise as its own. Put the originals
             # back into them first, so the new patch is computed from W₀ and not added over the old one.

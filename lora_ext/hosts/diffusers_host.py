@@ -246,7 +246,7 @@ class DiffusersHost:
                 # call: the parameters then hold moved copies of the patched values, and the originals are copied
                 # into them. Freed memory stays with the allocator while LoRAs are in use (the next apply reuses
                 # it); a call without LoRAs gives it back to the OS (USERS P5).
-                moved = not self.patcher.verify() and self.patcher.only_moved()
+                moved = self.patcher.only_moved()
                 applied.problems += self.patcher.restore(moved=moved, release_memory=not applied.active)
 
     def generate(self, prompt: str | Sequence[str], **kwargs: Any) -> Generation:
