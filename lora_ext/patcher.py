@@ -82,7 +82,7 @@ class _Prepared:
     dest: the Parameter's data (copy strategy), a new tensor to install (swap), or the tensor installed last time
         (``reused``: a switch).
     copies: (destination, source) pairs still to copy: W₀ into the new tensor or back into the reused one, or into the
-        copy strategy's pristine backup. Memory-bound; ``Patcher._fill`` runs them, on the stager's helper thread.
+        copy strategy's pristine backup. Memory-bound; ``_fill`` runs them, on the stager's helper thread for CPU weights.
     w0: the pristine weight when ``dest`` gets W₀ inside ``compute_slot`` (a streamed slot, ``streams_rows``), else
         None.
     outcome: the slot's result when the helper thread computed it (``_stream``), else None.
