@@ -26,6 +26,7 @@ import torch
 
 from lora_ext.adapters import ActiveLora
 from lora_ext.errors import Problem
+from lora_ext.patching import fresh_memory
 from lora_ext.patching.backup import TensorBackup, choose_strategy
 from lora_ext.patching.compute import (
     SlotResult,
@@ -394,7 +395,7 @@ class Patcher:
         backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, fill=not on_cpu)
         if backup.strategy == "copy":
             return _Prepared(backup, current, False, [] if not on_cpu else [(backup.original, current)])
-        return _swap_destination(slot, backup, torch.empty_like(current), False)
+        return _swap_destination(slot, backup, fresh_memory.empty_like(current), False)
 
     def _apply_one(
         self,

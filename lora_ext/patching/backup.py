@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lora_ext.patching import fresh_memory
+
 Strategy = Literal["swap", "copy"]
 
 
@@ -87,7 +89,7 @@ class TensorBackup:
         elif fill or current.device.type != "cpu":
             original = _cpu_copy(current)
         else:
-            original = torch.empty_like(current.detach())
+            original = fresh_memory.empty_like(current.detach())
         return cls(module, attr, strategy, original)
 
     def install(self, result: torch.Tensor) -> None:
