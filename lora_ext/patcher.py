@@ -36,6 +36,7 @@ from lora_ext.patching.compute import (
     stream_rows,
     streams_rows,
 )
+from lora_ext.patching.factors import Factors
 from lora_ext.patching.memory import release_freed_memory
 from lora_ext.patching.plan import Contribution, Slot, build_plan
 from lora_ext.patching.staging import Stager
@@ -253,9 +254,9 @@ class Patcher:
                             for key, ready in jobs:
                                 if key in shared:
                                     current = slots[key]
-                                    pairs = stream_factors(current, ready.dest, self._fuse(ready.dest))
+                                    factors = stream_factors(current, ready.dest, self._fuse(ready.dest))
                                     takes[key] = stager.submit(
-                                        True, _stream, ready, pairs, scratches, stealable=True
+                                        True, _stream, ready, factors, scratches, stealable=True
                                     )
                         order = sorted(takes, key=lambda k: k in shared)
                         uploader = Uploader(slots, order)
@@ -515,12 +516,10 @@ class _Scratches:
         return self.for_caller if threading.get_ident() == self.caller else self.for_helper
 
 
-def _stream(
-    prepared: _Prepared, pairs: list[tuple[torch.Tensor, torch.Tensor]], scratches: _Scratches
-) -> _Prepared:
+def _stream(prepared: _Prepared, factors: list[Factors], scratches: _Scratches) -> _Prepared:
     """Compute a shared streamed slot (on the stager's helper thread, or on the caller when it takes the step over);
     the caller installs the outcome. The bits do not depend on the thread or on the scratch block used."""
-    stream_rows(prepared.w0, prepared.dest, pairs, scratches.mine())
+    stream_rows(prepared.w0, prepared.dest, factors, scratches.mine())
     prepared.outcome = SlotResult(weight_changed=True)
     return prepared
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lora_ext.algorithms import AdapterShapeError, layer_delta
+from lora_ext.patching.factors import Factors, is_plain, plain_factors
 from lora_ext.patching.factors import fuse as fuse_factors
-from lora_ext.patching.factors import is_plain, plain_factors
 from lora_ext.patching.plan import Contribution, Slot
 
 
@@ -89,7 +89,7 @@ def compute_slot(
         result.weight_changed = True
         return result
 
-    plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    plain: dict[tuple[int, int], list[Factors]] = {}
     general: list[Contribution] = []
     for c in slot.contributions:
         r0, r1 = _rows(c, total)
@@ -150,8 +150,8 @@ def compute_slot(
 BLOCK_BYTES = 1 << 20
 
 
-def stream_factors(slot: Slot, dest: torch.Tensor, fuse: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The float32 factor pairs ``compute_slot`` streams into ``dest`` for a slot where ``streams_rows`` holds (same
+def stream_factors(slot: Slot, dest: torch.Tensor, fuse: bool) -> list[Factors]:
+    """The float32 factor triples ``compute_slot`` streams into ``dest`` for a slot where ``streams_rows`` holds (same
     order, same fusion), so that ``stream_rows`` with them writes the same bits."""
     total, row_size = dest.shape[0], dest[0].numel()
     group = [
@@ -164,10 +164,10 @@ def stream_factors(slot: Slot, dest: torch.Tensor, fuse: bool) -> list[tuple[tor
 def stream_rows(
     source: torch.Tensor,
     w: torch.Tensor,
-    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    factors: list[Factors],
     scratch: torch.Tensor | None = None,
 ) -> None:
-    """Write W₀ + Σ U·D rounded once to ``w``'s dtype into ``w``, block of rows by block of rows in float32, with W₀
+    """Write W₀ + Σ c·U·D rounded once to ``w``'s dtype into ``w``, block of rows by block of rows in float32, with W₀
     read from ``source`` (``w`` itself, or the pristine tensor; each block is read before it is written).
 
     scratch: a 1-D float32 buffer of at least ``scratch_elements(w)`` elements; None allocates one.
@@ -183,8 +183,8 @@ def stream_rows(
         stop = min(total, start + rows)
         block = scratch[: stop - start]
         block.copy_(rows_in[start:stop])
-        for up, down in pairs:
-            block.addmm_(up[start:stop], down)
+        for up, down, coef in factors:
+            block.addmm_(up[start:stop], down, alpha=coef)
         rows_out[start:stop].copy_(block)
 
 
@@ -198,15 +198,13 @@ def scratch_elements(w: torch.Tensor) -> int:
     return _block_rows(w) * w[0].numel()
 
 
-def _accumulate(
-    ref: torch.Tensor, plain: dict[tuple[int, int], list[tuple[torch.Tensor, torch.Tensor]]], fuse: bool
-) -> torch.Tensor:
+def _accumulate(ref: torch.Tensor, plain: dict[tuple[int, int], list[Factors]], fuse: bool) -> torch.Tensor:
     """W₀ (float32 ``ref``) plus every plain product, added in place in a contiguous float32 buffer: ``ref`` itself
     when it is contiguous (the destination, or the private float32 upcast of a low-precision one), else a contiguous
     copy of it."""
     acc = ref if ref.is_contiguous() else ref.clone(memory_format=torch.contiguous_format)
     rows = acc.view(acc.shape[0], -1)
     for (r0, r1), group in sorted(plain.items()):
-        for up, down in [fuse_factors(group)] if fuse else group:
-            rows[r0:r1].addmm_(up, down)
+        for up, down, coef in [fuse_factors(group)] if fuse else group:
+            rows[r0:r1].addmm_(up, down, alpha=coef)
     return acc

@@ -1,8 +1,9 @@
 """Fast path for plain LoRA / LoCon adapters: scaled factors that ``addmm_`` can add straight into the weight.
 
 For an adapter with only ``up`` U, ``down`` D (and optionally ``scale``), ΔW = m·s·flat(U)·flat(D) (FORMATS.md §9.1), so
-the weight update needs no intermediate ΔW buffer: ``W.view(out, -1).addmm_(m·s·U, D)``. Several such adapters on the
-same tensor fuse into one product ``[m₁s₁U₁ | m₂s₂U₂] · [D₁; D₂]``. Anything else (Tucker ``mid``, ``bias`` or
+the weight update needs no intermediate ΔW buffer: ``W.view(out, -1).addmm_(U, D, alpha=m·s)`` (the coefficient rides on
+the product, so no kernel scales U: on a GPU every launch per layer counts). Several such adapters on the same tensor
+fuse into one product ``[m₁s₁U₁ | m₂s₂U₂] · [D₁; D₂]`` with coefficient 1. Anything else (Tucker ``mid``, ``bias`` or
 ``dora_scale`` parts, shapes that need bridging) returns None and goes through ``lora_ext.algorithms.layer_delta``.
 """
 
@@ -15,6 +16,9 @@ import torch
 from lora_ext.adapters import LayerAdapter
 from lora_ext.algorithms.common import alpha_scale
 
+#: (U float32 ``[out, r]``, D float32 ``[r, row_size]``, coefficient c): the update is c·U·D.
+Factors = tuple[torch.Tensor, torch.Tensor, float]
+
 _PLAIN_PARTS = frozenset({"up", "down", "scale"})
 
 
@@ -25,8 +29,9 @@ def plain_factors(
     multiplier: float,
     dyn: int | None,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(m·s·U ``[out, r]``, D ``[r, row_size]``) as float32 on ``device``, or None when the fast path does not apply.
+) -> Factors | None:
+    """(U ``[out, r]``, D ``[r, row_size]``, m·s), the factors as float32 on ``device`` (the tensors themselves when they
+    already are), or None when the fast path does not apply. Nothing is written: the factors may be the adapter's own.
 
     out_rows, row_size: the target weight (or row slice) viewed as ``[out_rows, row_size]``. s = α/r with r the full
     rank (``alpha_scale``), or the ``scale`` part when present; ``dyn`` keeps the first ranks and leaves s unchanged.
@@ -41,10 +46,8 @@ def plain_factors(
     down2 = down.reshape(rank, row_size)
     if dyn is not None and 0 < dyn < rank:
         up2, down2 = up2[:, :dyn], down2[:dyn]
-    up32 = up2.to(device=device, dtype=torch.float32)
-    # mul (not mul_) so a float32 factor that already lives on ``device`` is never modified in place.
-    up32 = up32.mul(multiplier * scale)
-    return up32, down2.to(device=device, dtype=torch.float32)
+    as32 = {"device": device, "dtype": torch.float32}
+    return up2.to(**as32), down2.to(**as32), multiplier * scale
 
 
 def is_plain(adapter: LayerAdapter, out_rows: int, row_size: int) -> bool:
@@ -64,8 +67,9 @@ def is_plain(adapter: LayerAdapter, out_rows: int, row_size: int) -> bool:
     )
 
 
-def fuse(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate factor pairs into one (``[out, Σr]``, ``[Σr, row_size]``) pair whose product is their sum."""
+def fuse(factors: Sequence[Factors]) -> Factors:
+    """One (``[out, Σr]``, ``[Σr, row_size]``, 1) triple whose product is the sum of the given ones (a single triple is
+    returned as it is)."""
     if len(factors) == 1:
         return factors[0]
-    return torch.cat([u for u, _ in factors], dim=1), torch.cat([d for _, d in factors], dim=0)
+    return torch.cat([u * c for u, _, c in factors], dim=1), torch.cat([d for _, d, _ in factors], dim=0), 1.0
