@@ -35,8 +35,9 @@ def _lora(out: int, inp: int, rank: int = 2, dtype=torch.float16) -> LayerAdapte
 
 
 def test_packing_keeps_every_byte_of_every_dtype_and_layout():
-    """Mixed dtypes (fp32, fp16, bf16, fp8, bool), odd byte sizes and a non-contiguous tensor come back bit-identical
-    and aligned, with their shapes; tensors of one element size share one buffer (one transfer); a tensor listed twice
+    """Mixed dtypes (fp32, fp16, bf16, fp8, bool), odd byte sizes and a non-contiguous tensor come back with their
+    shapes and values, aligned: float16 and bfloat16 widened to float32 (exactly), every other dtype bit-identical;
+    each group (fp16, bf16, then one per other element size) shares one buffer (one transfer); a tensor listed twice
     is packed once."""
     g = torch.Generator().manual_seed(0)
     base = torch.randn(5, 7, generator=g)
@@ -48,20 +49,30 @@ def test_packing_keeps_every_byte_of_every_dtype_and_layout():
         torch.rand(13, generator=g) > 0.5,
         base.t(),  # non-contiguous view of the same storage
         torch.randn(4, 3, 1, 1, generator=g),
+        torch.randn(6, generator=g).half(),
+        torch.arange(-4, 5, dtype=torch.int16),
     ]
     out = _pack_and_copy([*tensors, tensors[1]], torch.device("cpu"))
     assert len(out) == len(tensors)
-    buffers = {t.element_size(): set() for t in tensors}
+    widened = (torch.float16, torch.bfloat16)
+    buffers: dict = {}
     for t in tensors:
-        buffers[t.element_size()].add(out[id(t)].untyped_storage().data_ptr())
-    assert {size: len(ptrs) for size, ptrs in buffers.items()} == {4: 1, 2: 1, 1: 1}
+        key = t.dtype if t.dtype in widened else t.element_size()
+        buffers.setdefault(key, set()).add(out[id(t)].untyped_storage().data_ptr())
+    assert {key: len(ptrs) for key, ptrs in buffers.items()} == {
+        4: 1, torch.float16: 1, torch.bfloat16: 1, 1: 1, 2: 1
+    }  # fmt: skip
     for tensor in tensors:
         copy = out[id(tensor)]
-        assert copy.dtype == tensor.dtype and copy.shape == tensor.shape
+        assert copy.shape == tensor.shape
         assert copy.data_ptr() % copy.element_size() == 0
-        assert torch.equal(
-            copy.reshape(-1).view(torch.uint8), tensor.contiguous().reshape(-1).view(torch.uint8)
-        )
+        if tensor.dtype in widened:
+            assert copy.dtype == torch.float32 and torch.equal(copy, tensor.float())
+        else:
+            assert copy.dtype == tensor.dtype
+            assert torch.equal(
+                copy.reshape(-1).view(torch.uint8), tensor.contiguous().reshape(-1).view(torch.uint8)
+            )
 
 
 def test_slots_on_an_accelerator_get_device_factors_and_one_element_tensors_stay_on_the_cpu():
@@ -71,7 +82,7 @@ def test_slots_on_an_accelerator_get_device_factors_and_one_element_tensors_stay
     moved = Uploader({1: slot}, [1]).slot_for(1)
     parts = moved.contributions[0].adapter.tensors
     assert parts["up"].device.type == "meta" and parts["down"].device.type == "meta"
-    assert parts["up"].shape == (4, 2) and parts["up"].dtype == torch.float16
+    assert parts["up"].shape == (4, 2) and parts["up"].dtype == torch.float32  # widened from float16
     assert parts["scale"] is adapter.tensors["scale"], (
         "reading a scalar must not need a device synchronisation"
     )
@@ -107,7 +118,7 @@ def test_cpu_slots_are_handed_out_unchanged():
 def test_chunks_are_bounded_and_the_previous_chunk_is_dropped(monkeypatch):
     """With room for one slot's factors per chunk, each slot is its own transfer and only the current chunk is held;
     asking again for an earlier slot uploads it again."""
-    monkeypatch.setattr(upload, "CHUNK_BYTES", 50)  # one slot's up and down: 16 + 24 bytes
+    monkeypatch.setattr(upload, "CHUNK_BYTES", 100)  # one slot's up and down, widened to float32: 32 + 48 bytes
     slots = {k: _slot(nn.Linear(6, 4).to("meta"), _lora(4, 6), f"s{k}") for k in range(3)}
     uploader = Uploader(slots, [0, 1, 2])
     first = uploader.slot_for(0)

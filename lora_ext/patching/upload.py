@@ -10,8 +10,10 @@ copy. A chunk is dropped before the next one is made, so the factors never need 
 (or one slot's factors, when they alone are larger), whatever the size of the LoRA set.
 
 Only the tensors the arithmetic reads are moved: one-element tensors (a ``scale`` part, an IA³ ``on_input`` flag) stay
-on the CPU, where reading their value costs no device synchronisation. Values are the same bytes, so results are
-bit-identical to per-tensor copies.
+on the CPU, where reading their value costs no device synchronisation. float16 and bfloat16 factors (what LoRA files
+hold) arrive as float32, widened on the device in one kernel per chunk instead of one per factor in the arithmetic,
+which computes in float32 anyway; widening is exact, every other dtype keeps its bytes, so results are bit-identical
+to per-tensor copies.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import torch
 from lora_ext.adapters import LayerAdapter
 from lora_ext.patching.plan import Slot
 
-#: Most bytes of factors packed into one chunk: the extra device memory an apply needs for factors. Before chunks, the
-#: factors of one layer at a time were on the device; 64 MiB keeps SD1.5 at one chunk and SDXL (228 MB) at four.
+#: Most device bytes (float32 for widened factors) of one chunk: the extra device memory an apply needs for factors.
+#: Before chunks, the factors of one layer at a time were on the device. SD1.5's fp16 rank-32 LoRA (38 MB in the file,
+#: 76 MB widened) takes two chunks, SDXL's (228 MB) seven.
 CHUNK_BYTES = 64 << 20
+
+#: Floating dtypes sent as they are and widened to float32 on the device.
+_WIDENED = (torch.float16, torch.bfloat16)
 
 
 def _moves(tensor: torch.Tensor, device: torch.device) -> bool:
@@ -40,12 +46,13 @@ def _slot_device(slot: Slot) -> torch.device | None:
     return tensor.device if isinstance(tensor, torch.Tensor) else None
 
 
+def _device_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * (4 if tensor.dtype in _WIDENED else tensor.element_size())
+
+
 def _slot_bytes(slot: Slot, device: torch.device) -> int:
     return sum(
-        t.numel() * t.element_size()
-        for c in slot.contributions
-        for t in c.adapter.tensors.values()
-        if _moves(t, device)
+        _device_bytes(t) for c in slot.contributions for t in c.adapter.tensors.values() if _moves(t, device)
     )
 
 
@@ -78,7 +85,8 @@ class Uploader:
         self._ready: dict[int, Slot] = {}
 
     def slot_for(self, key: int) -> Slot:
-        """The slot ``key`` with every multi-element adapter tensor on its weight's device (same values and dtypes)."""
+        """The slot ``key`` with every multi-element adapter tensor on its weight's device (same values; float16 and
+        bfloat16 ones as float32)."""
         chunk = self._chunk_of.get(key)
         if chunk is None:
             return self._slots[key]
@@ -121,24 +129,31 @@ _RAW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _pack_and_copy(tensors: list[torch.Tensor], device: torch.device) -> dict[int, torch.Tensor]:
-    """{id(CPU tensor): the same values on ``device``}, made with one host-to-device copy per element size of a
-    packed buffer (pinned when the device is CUDA, so the copy is asynchronous)."""
-    groups: dict[int, list[torch.Tensor]] = {}
+    """{id(CPU tensor): the same values on ``device``}, made with one host-to-device copy per group of a packed buffer
+    (pinned when the device is CUDA, so the copy is asynchronous). Groups: float16, bfloat16 (each widened to float32
+    on the device by one kernel), and every other dtype by element size (bytes kept as they are)."""
+    groups: dict[torch.dtype | int, list[torch.Tensor]] = {}
     seen: set[int] = set()
     for tensor in tensors:
         if id(tensor) not in seen:
             seen.add(id(tensor))
-            groups.setdefault(tensor.element_size(), []).append(tensor)
+            key = tensor.dtype if tensor.dtype in _WIDENED else tensor.element_size()
+            groups.setdefault(key, []).append(tensor)
     out: dict[int, torch.Tensor] = {}
-    for size, group in groups.items():
-        raw = _RAW[size]
+    for key, group in groups.items():
+        raw = _RAW[group[0].element_size()]
         flat = [t.detach().reshape(-1).view(raw) for t in group]
         packed = torch.empty(sum(f.numel() for f in flat), dtype=raw, pin_memory=device.type == "cuda")
         torch.cat(flat, out=packed)
         # The caching host allocator keeps a pinned buffer until the asynchronous copy out of it has finished.
         on_device = packed.to(device, non_blocking=packed.is_pinned())
+        if isinstance(key, torch.dtype):
+            on_device = on_device.view(key).float()
         start = 0
         for tensor, part in zip(group, flat, strict=True):
-            out[id(tensor)] = on_device.narrow(0, start, part.numel()).view(tensor.dtype).view(tensor.shape)
+            view = on_device.narrow(0, start, part.numel())
+            if not isinstance(key, torch.dtype):  # raw elements: read them as the tensor's dtype again
+                view = view.view(tensor.dtype)
+            out[id(tensor)] = view.view(tensor.shape)
             start += part.numel()
     return out
