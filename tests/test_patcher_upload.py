@@ -118,7 +118,8 @@ def test_cpu_slots_are_handed_out_unchanged():
 def test_chunks_are_bounded_and_the_previous_chunk_is_dropped(monkeypatch):
     """With room for one slot's factors per chunk, each slot is its own transfer and only the current chunk is held;
     asking again for an earlier slot uploads it again."""
-    monkeypatch.setattr(upload, "CHUNK_BYTES", 100)  # one slot's up and down, widened to float32: 32 + 48 bytes
+    # one slot's up and down, widened to float32: 32 + 48 bytes
+    monkeypatch.setattr(upload, "CHUNK_BYTES", 100)
     slots = {k: _slot(nn.Linear(6, 4).to("meta"), _lora(4, 6), f"s{k}") for k in range(3)}
     uploader = Uploader(slots, [0, 1, 2])
     first = uploader.slot_for(0)
