@@ -5,6 +5,8 @@ count on their own, and the end of the generation restores every bit."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fake_webui.harness import lora_host
 from fake_webui.lora_fixtures import (
@@ -30,14 +32,16 @@ def webui(tmp_path, store):
 
 
 class StepRecorder:
-    """An ``on_cfg_denoiser`` callback registered after ours: the weights each step is denoised with, and how many
-    times the host's patcher was asked to apply during the steps."""
+    """An ``on_cfg_denoiser`` callback registered after ours: the weights each model call denoises with (``seen``:
+    (model calls made before it in the pass, the pass's steps, weights)), the ``sampling_step`` the webui reported to
+    it (``reported``), and how many times the host's patcher was asked to apply during the steps."""
 
     def __init__(self, webui):
         from modules import script_callbacks
 
         self.model = webui.model
         self.seen: list[tuple[int, int, dict]] = []
+        self.reported: list[int] = []
         self.applies: list[int] = []
         patcher = lora_host().state_for(webui.model).patcher
         original_apply = patcher.apply
@@ -50,7 +54,8 @@ class StepRecorder:
         script_callbacks.on_cfg_denoiser(self, name="test")
 
     def __call__(self, params) -> None:
-        self.seen.append((params.sampling_step, params.total_sampling_steps, state(self.model)))
+        self.seen.append((params.denoiser.step, params.total_sampling_steps, state(self.model)))
+        self.reported.append(params.sampling_step)
 
 
 def expected(store, te: float, unet: float) -> dict:
@@ -63,6 +68,9 @@ def test_keyframe_schedule_follows_the_steps_and_repatches_only_on_change(webui,
     processed, _ = webui.txt2img("a photo <lora:x:0.7:0@0,1@2,1@3,0@4>", steps=6)
     unet = [0.0, 0.5, 1.0, 1.0, 0.0, 0.0]
     assert [(s, t) for s, t, _ in recorder.seen] == [(i, 6) for i in range(6)]
+    # The webui's own step counter lags: the sampler sets it after each step, so step i (i >= 1) reads i - 1. Our
+    # weights follow the step being denoised, not the counter.
+    assert recorder.reported == [0, 0, 1, 2, 3, 4]
     for (step, _, weights), multiplier in zip(recorder.seen, unet, strict=True):
         assert same_state(weights, expected(store, 0.7, multiplier)) == [], step
     # one apply at activation (before any step), then only the steps whose multiplier changed: 1, 2 and 4
@@ -70,6 +78,20 @@ def test_keyframe_schedule_follows_the_steps_and_repatches_only_on_change(webui,
     assert lora_host().stepping is None  # the generation ended: nothing follows the steps any more
     assert same_state(state(webui.model), webui.original) == []
     assert "step" not in processed.comments.lower()
+
+
+def test_a_second_order_sampler_keeps_each_step_for_both_of_its_model_calls(webui, store):
+    """Heun and DPM2 call the model twice per step (the last step once): both calls of a step get that step's
+    weights, and a step's second call re-patches nothing."""
+    recorder = StepRecorder(webui)
+    webui.txt2img("a photo <lora:x:0.7:0@0,1@2>", steps=4, sampler_name="Heun")
+    unet_by_step = [0.0, 0.5, 1.0, 1.0]
+    calls = [0, 0, 1, 1, 2, 2, 3]  # the step of each of the 7 model calls
+    assert [s for s, _, _ in recorder.seen] == list(range(7))
+    for (call, _, weights), step in zip(recorder.seen, calls, strict=True):
+        assert same_state(weights, expected(store, 0.7, unet_by_step[step])) == [], (call, step)
+    assert recorder.applies == [0, 2, 4]
+    assert same_state(state(webui.model), webui.original) == []
 
 
 def test_a_schedule_under_low_vram_moves_repatches_from_the_originals(webui, store):
@@ -128,3 +150,59 @@ def test_plain_tags_do_not_follow_steps(webui, store):
     webui.txt2img("a photo <lora:x:0.8>", steps=4)
     assert recorder.applies == [0] and lora_host().stepping is None
     assert all(same_state(w, expected(store, 0.8, 0.8)) == [] for _, _, w in recorder.seen)
+
+
+@pytest.mark.parametrize(
+    ("fields", "want"),
+    [
+        # v1.10: the denoiser's model calls decide; the lagging counter is ignored
+        (
+            {
+                "sampling_step": 0,
+                "total_sampling_steps": 20,
+                "denoiser": SimpleNamespace(step=1, total_steps=20),
+            },
+            (1, 20),
+        ),
+        # second-order sampler: 40 calls expected for 20 steps
+        (
+            {
+                "sampling_step": 4,
+                "total_sampling_steps": 20,
+                "denoiser": SimpleNamespace(step=11, total_steps=40),
+            },
+            (5, 20),
+        ),
+        # more calls than expected (adaptive samplers): the last step, never past it
+        (
+            {
+                "sampling_step": 9,
+                "total_sampling_steps": 10,
+                "denoiser": SimpleNamespace(step=30, total_steps=10),
+            },
+            (9, 10),
+        ),
+        # no denoiser (older webuis), or one that does not know its calls: the webui's counter
+        ({"sampling_step": 3, "total_sampling_steps": 10}, (3, 10)),
+        (
+            {
+                "sampling_step": 3,
+                "total_sampling_steps": 10,
+                "denoiser": SimpleNamespace(step=5, total_steps=None),
+            },
+            (3, 10),
+        ),
+        (
+            {
+                "sampling_step": 2,
+                "total_sampling_steps": 0,
+                "denoiser": SimpleNamespace(step=5, total_steps=10),
+            },
+            (2, None),
+        ),
+    ],
+)
+def test_denoising_step_reads_the_denoiser_calls_when_the_webui_has_them(fields, want):
+    from lora_ext.hosts.a1111.host import denoising_step
+
+    assert denoising_step(SimpleNamespace(**fields)) == want

@@ -344,9 +344,9 @@ class A1111Host:
         return Stepping(weakref.ref(sd_model), StepPatches(state.patcher, activation.weights, total))
 
     def on_step(self, params: Any) -> None:
-        """``on_cfg_denoiser`` (A1111_CONTRACT §6), before each denoising step: patch the multipliers of step
-        ``params.sampling_step`` of ``params.total_sampling_steps`` when they differ from those patched last.
-        Nothing to do (one attribute read) when no scheduled LoRA is active."""
+        """``on_cfg_denoiser`` (A1111_CONTRACT §6), before each model call: patch the multipliers of the step being
+        denoised (``denoising_step``) when they differ from those patched last. Nothing to do (one attribute read)
+        when no scheduled LoRA is active."""
         stepping = self.stepping
         if stepping is None:
             return
@@ -354,8 +354,7 @@ class A1111Host:
 
         if shared.sd_model is not stepping.model():  # another model samples now (e.g. a refiner): not ours
             return
-        step = int(getattr(params, "sampling_step", 0) or 0)
-        total = int(getattr(params, "total_sampling_steps", 0) or 0) or None
+        step, total = denoising_step(params)
         for problem in stepping.patches.advance(step, total):
             messages.console(str(problem))
         if not stepping.patches.following:  # the patcher restored the model: stop following the steps
@@ -571,3 +570,20 @@ def inspect_entry(host: A1111Host, entry: Any, name: str | None = None) -> dict[
         out["summary"] = resolved.report.summary()
     out["problems"] += [p.message for p in resolved.problems]
     return out
+
+
+def denoising_step(params: Any) -> tuple[int, int | None]:
+    """(step index from 0, the pass's steps or None) of the model call that ``CFGDenoiserParams`` describes.
+
+    The webui's ``params.sampling_step`` lags: its sampler sets that counter after each step, so both the first and
+    the second step read 0, and step i reads i - 1. The denoiser (``params.denoiser``, v1.6 and later) counts its
+    model calls instead (``step``, from 0 in each pass) against the calls it expects (``total_steps``: twice the
+    steps for second-order samplers such as Heun), which gives the step being denoised for every sampler. Without a
+    denoiser (older webuis, other callers) the lagging counter is the best there is.
+    """
+    total = int(getattr(params, "total_sampling_steps", 0) or 0) or None
+    denoiser = getattr(params, "denoiser", None)
+    calls, expected = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+    if total and isinstance(calls, int) and isinstance(expected, int) and expected > 0:
+        return min(total - 1, calls * total // expected), total
+    return int(getattr(params, "sampling_step", 0) or 0), total

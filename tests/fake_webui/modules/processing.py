@@ -14,8 +14,8 @@ first-pass data again) → ``postprocess_batch``; after the loop
 The model is asked for ``get_learned_conditioning(prompts)`` (text encoders) and ``apply_model(x, t, cond)``
 (UNet), the LatentDiffusion API the webui's samplers use, with fallbacks for the tiny A1111-shaped trees. Tests observe weights during
 sampling through ``p.sampling_probe(p, pass_name)``, which may raise to simulate a failure. Each pass runs ``p.steps``
-denoising steps (hires: ``p.hr_second_pass_steps`` or ``p.steps``), each one ``script_callbacks.cfg_denoiser_callback``
-(§6, with the webui's ``CFGDenoiserParams``: ``sampling_step`` counts from 0 within the pass) then a UNet forward.
+denoising steps (hires: ``p.hr_second_pass_steps`` or ``p.steps``), each one or two model calls (``denoise``) made like
+the webui's ``CFGDenoiser.forward``: ``script_callbacks.cfg_denoiser_callback`` (§6) then a UNet forward.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class StableDiffusionProcessing:
         scripts=None,
         sampling_probe=None,
         disable_extra_networks=False,
+        sampler_name="Euler",
     ):
         self.prompt = prompt
         self.negative_prompt = negative_prompt
@@ -66,6 +67,7 @@ class StableDiffusionProcessing:
         self.script_args = ()
         self.sampling_probe = sampling_probe
         self.disable_extra_networks = disable_extra_networks
+        self.sampler_name = sampler_name
         self.extra_generation_params = {}
         self.comments = {}
         self.iteration = 0
@@ -270,11 +272,31 @@ def apply_model(sd_model, x, t, cond):
     return sd_model.model(x, t, context=cond)
 
 
+#: Samplers whose steps call the model twice (the webui's ``second_order`` sampler option), but the last step once.
+SECOND_ORDER = ("Heun", "DPM2")
+
+
+class Denoiser:
+    """What a webui ``CFGDenoiser`` exposes to ``on_cfg_denoiser`` callbacks as ``params.denoiser`` (v1.10.1):
+    ``step`` = model calls made so far in this pass (incremented at the end of each call), ``steps`` = the pass's
+    steps, ``total_steps`` = the calls expected (``SamplerData.total_steps``: twice the steps for second-order
+    samplers)."""
+
+    def __init__(self, steps: int, second_order: bool):
+        self.step = 0
+        self.steps = steps
+        self.total_steps = steps * 2 if second_order else steps
+
+
 def denoise(p, cond, seeds, pass_name, x=None, steps=None, uncond=None):
     """One tiny 'sampling' pass of ``steps`` (default ``p.steps``) denoising steps under autocast; the probe sees the
-    live weights once, before the first step. Each step: ``cfg_denoiser_callback`` (§6) with the step's
-    ``CFGDenoiserParams`` (``sampling_step`` 0 … total - 1, ``total_sampling_steps`` = the pass's steps), then a UNet
-    forward whose output is the next step's latent."""
+    live weights once, before the first step.
+
+    Step counting as in the webui: ``launch_sampling`` sets ``state.sampling_steps`` to the steps and
+    ``state.sampling_step`` to 0; every model call builds ``CFGDenoiserParams`` from those two and the denoiser; the
+    sampler's ``callback_state`` sets ``state.sampling_step`` to the step index only AFTER the step's model calls, so
+    the calls of step i (i ≥ 1) see i - 1. A step is two model calls with a ``SECOND_ORDER`` sampler (the last step
+    one), each followed by the denoiser's ``step += 1``."""
     if p.sampling_probe is not None:
         p.sampling_probe(p, pass_name)
     if x is None:
@@ -283,12 +305,21 @@ def denoise(p, cond, seeds, pass_name, x=None, steps=None, uncond=None):
     total = int(steps or p.steps)
     if isinstance(cond, dict):
         cond = {k: v[: x.shape[0]] for k, v in cond.items()}
+    second_order = getattr(p, "sampler_name", "") in SECOND_ORDER
+    denoiser = Denoiser(total, second_order)
+    state = shared.state
+    state.sampling_steps, state.sampling_step = total, 0
     for step in range(total):
         t = torch.full((x.shape[0],), 10 * (total - step), dtype=torch.long)
-        params = script_callbacks.CFGDenoiserParams(x, None, t.float(), step, total, cond, uncond, None)
-        script_callbacks.cfg_denoiser_callback(params)
-        with torch.no_grad(), devices.autocast():
-            x = apply_model(p.sd_model, params.x, t, cond).float()
+        for _ in range(2 if second_order and step < total - 1 else 1):
+            params = script_callbacks.CFGDenoiserParams(
+                x, None, t.float(), state.sampling_step, state.sampling_steps, cond, uncond, denoiser
+            )
+            script_callbacks.cfg_denoiser_callback(params)
+            with torch.no_grad(), devices.autocast():
+                x = apply_model(p.sd_model, params.x, t, cond).float()
+            denoiser.step += 1
+        state.sampling_step = step  # Sampler.callback_state, after the step
     return x
 
 

@@ -95,6 +95,8 @@ class State:
     interrupted = False
     skipped = False
     job = ""
+    sampling_step = 0  # set by the sampler after each step (see processing.denoise)
+    sampling_steps = 0
 
     def interrupt(self):
         self.interrupted = True
