@@ -89,6 +89,31 @@ def test_keyframes_follow_the_steps_repatch_on_change_and_restore(sd1_pipe, make
     assert not host.patcher.is_patched
 
 
+def test_a_second_order_scheduler_keeps_each_step_for_both_of_its_model_calls(
+    sd1_pipe, make_pipeline, lora_dir
+):
+    """Heun visits each step's timestep twice (the last step once): 4 steps are 7 loop iterations, and both
+    iterations of a step run with that step's weights (iteration i is step i // 2, as the webui's Heun counts)."""
+    from diffusers import HeunDiscreteScheduler
+
+    sd1_pipe.scheduler = HeunDiscreteScheduler.from_config(sd1_pipe.scheduler.config)
+    host = host_for(sd1_pipe, lora_dir)
+    original = state(sd1_pipe)
+    seen: list = []
+    applies = count_applies(host, seen)
+    gen = host.generate(
+        "a cat <lora:style:0.7:0@0,1@2>", num_inference_steps=4, callback_on_step_end=recorder(seen), **GEN
+    )
+    assert [p for p in gen.applied.problems if p.severity == "error"] == []
+    assert sd1_pipe.num_timesteps == 7 and [i for i, _ in seen] == list(range(7))
+    ref = Reference(make_pipeline, lora_dir)
+    by_step = [0.0, 0.5, 1.0, 1.0]
+    for (_, weights), step in zip(seen, [0, 0, 1, 1, 2, 2, 3], strict=True):
+        assert_bit_identical(weights, ref.state(0.7, by_step[step]))
+    assert applies == [0, 2, 4]  # the first step, then the first iteration of steps 1 and 2
+    assert_bit_identical(state(sd1_pipe), original)
+
+
 @pytest.mark.parametrize("strategy", ["swap", "copy"])
 def test_a_schedule_follows_the_steps_while_the_models_are_moved(sd1_pipe, make_pipeline, lora_dir, strategy):
     """Model CPU offload moves the UNet to the GPU and back around every forward (simulated: ``param.data = clone``

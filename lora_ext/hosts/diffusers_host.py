@@ -290,8 +290,8 @@ class DiffusersHost:
 class StepFollower:
     """``callback_on_step_end`` that keeps the patched multipliers on the sampling step (USERS G6, G8).
 
-    At the end of step ``i`` it calls the caller's callback (which still sees step ``i``'s weights), then patches
-    the multipliers of step ``i + 1`` of the pass (``pipe.num_timesteps`` steps, else ``steps``) when they differ
+    At the end of loop iteration ``i`` it calls the caller's callback (which still sees iteration ``i``'s weights),
+    then patches the multipliers of the step iteration ``i + 1`` belongs to (``scheduler_step``) when they differ
     from those patched last (``lora_ext.stepping.StepPatches``); the patcher's problems join ``applied.problems``.
     """
 
@@ -304,12 +304,24 @@ class StepFollower:
         result = (
             callback_kwargs if self.user is None else self.user(pipe, step_index, timestep, callback_kwargs)
         )
-        total = getattr(pipe, "num_timesteps", None)
-        problems = self.patches.advance(
-            step_index + 1, total if isinstance(total, int) and total > 0 else None
-        )
+        step, total = scheduler_step(pipe, step_index + 1)
+        problems = self.patches.advance(step, total)
         self.applied.problems += [p for p in problems if p not in self.applied.problems]
         return result
+
+
+def scheduler_step(pipe: Any, iteration: int) -> tuple[int, int | None]:
+    """(step from 0, the pass's steps or None) of denoising-loop iteration ``iteration`` (from 0) of ``pipe``.
+
+    A pipeline loops over ``pipe.num_timesteps`` timesteps; a scheduler of order 2 (Heun, KDPM2) visits each step's
+    timestep twice (the last step once), so the loop's iteration i belongs to step i // order of
+    ⌈num_timesteps / order⌉ steps, as the webui counts the steps of its Heun and DPM2 samplers.
+    """
+    order = getattr(getattr(pipe, "scheduler", None), "order", 1)
+    order = order if isinstance(order, int) and order >= 1 else 1
+    iterations = getattr(pipe, "num_timesteps", None)
+    total = -(-iterations // order) if isinstance(iterations, int) and iterations > 0 else None
+    return iteration // order, total
 
 
 def _offloaded_parts(parts: ModelParts) -> list[str]:
