@@ -38,6 +38,7 @@ from lora_ext.patching.compute import (
 )
 from lora_ext.patching.factors import Factors
 from lora_ext.patching.memory import release_freed_memory
+from lora_ext.patching.pinned import PinnedSlabs
 from lora_ext.patching.plan import Contribution, Slot, build_plan
 from lora_ext.patching.staging import Stager
 from lora_ext.patching.upload import Uploader
@@ -175,6 +176,8 @@ class Patcher:
         # Tensors were made (and freed) since freed memory last went back to the OS: see ``release_memory``.
         self._pooled = False
         self._applied: dict[int, _Applied] = {}
+        # Pinned blocks the copy strategy's backups of CUDA weights are carved from; dropped when nothing is patched.
+        self._pinned = PinnedSlabs()
         # The last successfully applied request: (identity key, the entries themselves so the ids in the key stay
         # valid, the planning problems to report again). Lets an unchanged request skip planning entirely.
         self._last: tuple[tuple, list[ActiveLora], list[Problem]] | None = None
@@ -275,6 +278,10 @@ class Patcher:
                 exc.__traceback__ = None
             else:
                 self._last = (request, list(active), plan_problems)
+                if (
+                    not self._applied
+                ):  # an empty set, or one that changed nothing: no backup is left in a slab
+                    self._pinned.reset()
             result.problems.extend(_skip_problems(skipped))
             result.patched = len(self._applied)
             return result
@@ -313,6 +320,7 @@ class Patcher:
                 for backup in rec.backups:
                     backup.discard()
             self._applied.clear()
+            self._pinned.reset()
             self._last = None
 
     def verify(self) -> bool:
@@ -393,7 +401,7 @@ class Patcher:
             reuse.installed = None
             return _swap_destination(slot, reuse, current, True)
         on_cpu = current.device.type == "cpu"
-        backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, fill=not on_cpu)
+        backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, not on_cpu, self._pinned)
         if backup.strategy == "copy":
             return _Prepared(backup, current, False, [] if not on_cpu else [(backup.original, current)])
         return _swap_destination(slot, backup, fresh_memory.empty_like(current), False)
@@ -427,7 +435,7 @@ class Patcher:
                 weight_backup.restore()
             rec.backups.remove(weight_backup)
         if outcome.bias is not None:
-            bias_backup = TensorBackup.take(slot.module, slot.bias_attr, self.strategy)
+            bias_backup = TensorBackup.take(slot.module, slot.bias_attr, self.strategy, pinned=self._pinned)
             rec.backups.append(bias_backup)
             bias_backup.install(outcome.bias)
         if not rec.backups:
@@ -462,6 +470,7 @@ class Patcher:
             for rec in records:
                 problems.extend(self._restore_one(rec, moved))
             _synchronize(_devices(rec.slot for rec in records))
+        self._pinned.reset()
         return problems
 
 

@@ -5,7 +5,8 @@ that cache empty.
 Statistics (bytes) from ``torch.cuda.memory.host_memory_stats()``, whose keys changed between torch versions:
 newer torch reports ``allocated_bytes`` = pinned blocks the allocator owns (in use + cached) and ``active_bytes`` =
 in use; older torch reports ``reserved_bytes`` = owned and ``allocated_bytes`` = in use. Owned − in use = cached.
-Block sizes are as the allocator rounds them (up to a power of two), so owned bytes ≥ the bytes asked for.
+Block sizes are as the allocator rounds them (up to a power of two), so owned bytes ≥ the bytes asked for; the
+patcher's backups come out of blocks of 64 MiB, which are not rounded.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 from gpu_helpers import build_model, resolve
+from torch import nn
 
-from lora_ext.adapters import ActiveLora
+from lora_ext.adapters import ActiveLora, LayerAdapter, ResolvedLora, Target
 from lora_ext.patcher import Patcher
 from lora_ext.patching.memory import release_pinned_memory
+from lora_ext.patching.pinned import SLAB_BYTES
 
 
 def pinned() -> tuple[int, int]:
@@ -78,3 +81,34 @@ def test_restore_with_release_leaves_nothing_in_the_pinned_host_cache(device, lo
             f"pinned host memory owned by torch: {base_owned} bytes before apply, {owned} after "
             "restore(release_memory=True)"
         )
+
+
+def test_pinned_backups_are_packed_not_rounded_up(device):
+    """Copy strategy, fp32, 160 layers whose weights are 1025 × 256 (just over 1 MiB, which torch's pinned allocator
+    would round up to 2 MiB each, 320 MiB in all). The backups are carved out of 64 MiB blocks instead: on CUDA the
+    pinned memory torch owns grows by at most ``held_bytes()`` + one block (and by at least ``held_bytes()``).
+    Restore is bit-exact and frees every backup. On CPU (nothing pinned): the apply and the restore only."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Linear(256, 1025, bias=False) for _ in range(160)]).to(device)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    layers = {
+        Target("unet", str(i), str(i), module=m): LayerAdapter(
+            "lora", {"up": torch.randn(1025, 4) * 0.01, "down": torch.randn(4, 256) * 0.01}, 4.0
+        )
+        for i, m in enumerate(net)
+    }
+    lora = ResolvedLora("many", "/loras/many.safetensors", layers)
+    patcher = Patcher("copy")
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        release_pinned_memory()
+        base_owned, _ = pinned()
+    assert patcher.apply([ActiveLora(lora, 1.0, 1.0)]).ok
+    held = patcher.held_bytes()
+    assert held == 160 * 1025 * 256 * 4
+    if cuda:
+        owned, _ = pinned()
+        assert held <= owned - base_owned <= held + SLAB_BYTES, (owned - base_owned, held)
+    assert patcher.restore(release_memory=True) == [] and patcher.held_bytes() == 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

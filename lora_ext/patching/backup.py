@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lora_ext.patching import fresh_memory
+from lora_ext.patching.pinned import PinnedSlabs
 
 Strategy = Literal["swap", "copy"]
 
@@ -46,15 +47,19 @@ def _owns_storage(tensor: torch.Tensor) -> bool:
     )
 
 
-def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU copy of ``tensor`` (pinned when it lives on CUDA, so the copy back can be asynchronous)."""
+def _cpu_copy(tensor: torch.Tensor, pinned: PinnedSlabs | None = None) -> torch.Tensor:
+    """A CPU copy of ``tensor`` (pinned when it lives on CUDA, so the copy back can be asynchronous; carved out of
+    ``pinned``'s slabs when given, instead of a block of its own that torch rounds up to a power of two)."""
     if tensor.device.type == "cpu":
         return tensor.detach().clone()
-    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.device.type == "cuda")
+    if tensor.device.type == "cuda" and pinned is not None:
+        dest = pinned.empty(tensor.shape, tensor.dtype)
+    else:
+        dest = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.device.type == "cuda")
     # Asynchronous only into pinned memory, which the apply's final synchronize waits for; a copy into ordinary
     # memory (MPS and other accelerators) must be complete when this returns.
-    pinned.copy_(tensor.detach(), non_blocking=pinned.is_pinned())
-    return pinned
+    dest.copy_(tensor.detach(), non_blocking=dest.is_pinned())
+    return dest
 
 
 @dataclass
@@ -74,11 +79,14 @@ class TensorBackup:
     installed: tuple | None = None
 
     @classmethod
-    def take(cls, module: nn.Module, attr: str, setting: str, fill: bool = True) -> TensorBackup:
+    def take(
+        cls, module: nn.Module, attr: str, setting: str, fill: bool = True, pinned: PinnedSlabs | None = None
+    ) -> TensorBackup:
         """Back up ``module.<attr>`` before it is changed (a None attribute is recorded as ``created``).
 
         fill: False (CPU tensors only) allocates the copy strategy's pristine copy without writing it; the caller must
         copy the current values into ``original`` before it changes anything.
+        pinned: where the copy strategy's pristine copies of CUDA tensors are carved from (None: a block each).
         """
         current = getattr(module, attr, None)
         if current is None:
@@ -87,7 +95,7 @@ class TensorBackup:
         if strategy == "swap":
             original = current.data
         elif fill or current.device.type != "cpu":
-            original = _cpu_copy(current)
+            original = _cpu_copy(current, pinned)
         else:
             original = fresh_memory.empty_like(current.detach())
         return cls(module, attr, strategy, original)
