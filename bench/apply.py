@@ -95,6 +95,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def pinned_owned() -> int:
+    """Bytes of pinned host memory torch's CUDA host allocator owns (in use and cached; 0 when unknown)."""
+    stats = getattr(torch.cuda.memory, "host_memory_stats", None)
+    if stats is None:
+        return 0
+    values = dict(stats())
+    # newer torch: allocated_bytes = owned, active_bytes = in use; older torch: reserved_bytes = owned
+    key = "allocated_bytes.current" if "active_bytes.current" in values else "reserved_bytes.current"
+    return int(values.get(key, 0))
+
+
 def device_bytes() -> int:
     """Bytes torch has allocated on the current CUDA device (0 without CUDA)."""
     return torch.cuda.memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else 0
@@ -174,6 +185,7 @@ def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeat
     from lora_ext.adapters import ActiveLora
     from lora_ext.engine import LoraLoader
     from lora_ext.patcher import Patcher
+    from lora_ext.patching.memory import release_pinned_memory
 
     loader = LoraLoader(max_cached=8)
     a, b, c = (loader.resolve(str(p), parts, p.stem) for p in paths)
@@ -244,6 +256,15 @@ def bench_patcher(parts, targets: dict, paths: list[Path], strategy: str, repeat
         out["peak_extra_device_MiB"] = (torch.cuda.max_memory_allocated() - before_device) / MiB
     patcher.restore()
     out["pooled_after_restore_MiB"] = max(0, rss() - before) / MiB
+    if before_device:
+        # page-locked host memory of the copy strategy's backups: torch's pinned blocks, from an empty cache
+        sync()
+        release_pinned_memory()
+        owned = pinned_owned()
+        patcher.apply(set_a)
+        sync()
+        out["pinned_patched_MiB"] = (pinned_owned() - owned) / MiB
+        patcher.restore()
     patcher.apply(set_a)
     patcher.restore(release_memory=True)
     out["held_after_restore_MiB"] = max(0, rss() - before) / MiB
@@ -312,6 +333,7 @@ def report(
         ("apply unchanged set", "unchanged"),
         ("peak extra RAM during apply, MiB", "peak_extra_MiB"),
         ("backups held while patched, MiB", "held_patched_MiB"),
+        ("pinned host memory while patched, MiB", "pinned_patched_MiB"),
         ("RSS growth after restore (allocator keeps), MiB", "pooled_after_restore_MiB"),
         ("  same, restore(release_memory=True), MiB", "held_after_restore_MiB"),
         ("bytes the patcher holds after restore", "held_by_patcher_after_restore_B"),
