@@ -278,9 +278,8 @@ class Patcher:
                 exc.__traceback__ = None
             else:
                 self._last = (request, list(active), plan_problems)
-                if (
-                    not self._applied
-                ):  # an empty set, or one that changed nothing: no backup is left in a slab
+                # An empty set, or one that patched nothing: no backup is left in a pinned slab.
+                if not self._applied:
                     self._pinned.reset()
             result.problems.extend(_skip_problems(skipped))
             result.patched = len(self._applied)
