@@ -400,7 +400,9 @@ class Patcher:
             reuse.installed = None
             return _swap_destination(slot, reuse, current, True)
         on_cpu = current.device.type == "cpu"
-        backup = TensorBackup.take(slot.module, slot.weight_attr, self.strategy, not on_cpu, self._pinned)
+        backup = TensorBackup.take(
+            slot.module, slot.weight_attr, self.strategy, fill=not on_cpu, pinned=self._pinned
+        )
         if backup.strategy == "copy":
             return _Prepared(backup, current, False, [] if not on_cpu else [(backup.original, current)])
         return _swap_destination(slot, backup, fresh_memory.empty_like(current), False)

@@ -15,6 +15,7 @@ any pinned block (``memory.release_pinned_memory`` empties that cache).
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
@@ -57,10 +58,7 @@ class PinnedSlabs:
 
     def empty(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A contiguous tensor of ``shape`` and ``dtype`` in pinned memory (values uninitialised)."""
-        numel = 1
-        for size in shape:
-            numel *= int(size)
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > SLAB_BYTES:
             return torch.empty(shape, dtype=dtype, pin_memory=self.pin)
         for slab in self._slabs:
