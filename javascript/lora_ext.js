@@ -415,18 +415,28 @@ function loraExtLoadUiState(prefix) {
     return {sort: "path", desc: false, descriptions: "off"};
 }
 
-// The tag filter's options from the data (tab.data.tags: [[tag, number of cards]], computed once per data build);
-// a chosen tag the new data no longer lists is dropped.
+// The tag filter's options from the data (tab.data.tags: [[tag, number of cards, "user" | "training"]], the
+// user's own tags first, computed once per data build). When there are user tags, each kind gets its optgroup.
+// A chosen tag the new data no longer lists is dropped.
 function loraExtRenderTagFilter(tab) {
     var select = tab.root.querySelector(".lora-ext-tagfilter");
     var tags = tab.data.tags || [];
     if (!tags.some(function(t) { return t[0] === tab.state.tag; })) tab.state.tag = "";
     if (!select) return;
+    var grouped = tags.some(function(t) { return t[2] === "user"; });
+    var labels = {user: "Your tags", training: "Training tags"};
     var html = ['<option value="">All tags</option>'];
+    var group = null;
     for (var i = 0; i < tags.length; i++) {
+        var kind = tags[i][2] === "user" ? "user" : "training";
+        if (grouped && kind !== group) {
+            html.push((group ? "</optgroup>" : "") + '<optgroup label="' + labels[kind] + '">');
+            group = kind;
+        }
         html.push('<option value="' + loraExtEscape(tags[i][0]) + '">' + loraExtEscape(tags[i][0]) +
             " (" + tags[i][1] + ")</option>");
     }
+    if (group) html.push("</optgroup>");
     select.innerHTML = html.join("");
     select.value = tab.state.tag;
 }

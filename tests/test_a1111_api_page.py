@@ -84,7 +84,13 @@ def test_page_item_dict(webui):
 
     (webui.lora_dir / "x.json").write_text(
         json.dumps(
-            {"activation text": "xstyle", "preferred weight": -0.5, "negative text": "blurry", "mine": 1}
+            {
+                "activation text": "xstyle",
+                "preferred weight": -0.5,
+                "negative text": "blurry",
+                "mine": 1,
+                "tags": "ink, Portrait",
+            }
         )
     )
     (webui.lora_dir / "x.png").write_bytes(b"\x89PNG\r\n")
@@ -101,6 +107,7 @@ def test_page_item_dict(webui):
     assert item["sd_version"] == "SD1"
     assert item["user_metadata"]["mine"] == 1
     assert "Lora/x.safetensors" in item["search_terms"]
+    assert {"ink", "Portrait"} <= set(item["search_terms"])  # the user's own tags are searchable (USERS C17)
     st = os.stat(webui.lora_dir / "x.safetensors")
     assert item["sort_keys"]["date_modified"] == int(st.st_mtime)
     assert set(item["sort_keys"]) == {"default", "date_created", "date_modified", "name", "path"}
@@ -213,6 +220,13 @@ def test_editor_saves_fields_and_keeps_unknown_keys(webui):
     assert saved["civitai"] == {"id": 5}
     assert saved["preferred weight"] == -0.75 and saved["sd version"] == "SD1"
     assert saved["activation text"] == "xstyle" and saved["negative text"] == "ugly"
+    assert "tags" not in saved  # the built-in's call (no tags argument) leaves them alone
+    editor.save_lora_user_metadata("x", "desc", "SD1", "xstyle", -0.75, "ugly", "my notes", "ink, My Picks")
+    assert json.loads((webui.lora_dir / "x.json").read_text())["tags"] == ["ink", "My Picks"]
+    assert editor.put_values_into_components("x")[-1] == "ink, My Picks"
+    editor.save_lora_user_metadata("x", "desc", "SD1", "xstyle", -0.75, "ugly", "my notes", " , ")
+    saved = json.loads((webui.lora_dir / "x.json").read_text())
+    assert "tags" not in saved and saved["civitai"] == {"id": 5}  # empty text removes them, other keys stay
     table = dict(editor.get_metadata_table("x"))
     assert table["Output name:"] == "x"
     assert table["Dataset size:"] == 12

@@ -224,11 +224,23 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         wait_value(page, "#lora_ext_insp_activation textarea", "inkwash style")
         page.click("#lora_ext_insp_info .lora-ext-dstag[data-tag='mountain']")
         wait_value(page, "#lora_ext_insp_activation textarea", "inkwash style, mountain")
+        page.fill("#lora_ext_insp_tags textarea", "My Picks, ink , My Picks")  # the user's own tags (C17)
         page.click("#lora_ext_insp_save")
         saved = wait_file(
             folder / "style.json", lambda d: d.get("activation text") == "inkwash style, mountain"
         )
         assert saved["negative text"] == "blurry"
+        assert saved["tags"] == ["My Picks", "ink"]
+        # the tag filter lists the user's tags first, in their own group, and filters on them
+        page.wait_for_selector(
+            ".lora-ext-tagfilter optgroup[label='Your tags'] option[value='my picks']", state="attached"
+        )
+        groups = page.eval_on_selector_all(".lora-ext-tagfilter optgroup", "gs => gs.map(g => g.label)")
+        assert groups == ["Your tags", "Training tags"]
+        page.select_option(".lora-ext-tagfilter", "my picks")
+        wait_cards(page, ["style"])
+        page.select_option(".lora-ext-tagfilter", "")
+        wait_cards(page, ["style", "sub/slider", "zeta"])
         screenshot(page, "app_inspector")
         # the card now inserts the new activation text
         page.fill(prompt, "")

@@ -35,6 +35,18 @@ LORA_EXTENSIONS: tuple[str, ...] = (".safetensors", ".pt", ".ckpt", ".bin")
 EMBEDDED_PREVIEW = "embedded:ssmd_cover_images:"
 
 
+def parse_user_tags(value: Any) -> list[str]:
+    """User tags from a ``{name}.json`` value: a list of strings or a comma-separated string (anything else: none).
+    Each tag stripped; empty ones and repeats (same text) dropped; the order written kept."""
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list):
+        items = value
+    else:
+        return []
+    return list(dict.fromkeys(t.strip() for t in items if isinstance(t, str) and t.strip()))
+
+
 @dataclass(frozen=True)
 class Summary:
     """What the tensor keys of a file say, without loading any tensor.
@@ -186,6 +198,12 @@ class LoraEntry:
         """``negative text`` from the user metadata ("" when absent)."""
         value = self.user_metadata.get("negative text", "")
         return value if isinstance(value, str) else str(value)
+
+    @property
+    def user_tags(self) -> list[str]:
+        """The user's own tags (``tags`` in ``{name}.json``, USERS C17): a JSON list of strings or one
+        comma-separated string; stripped, empty ones and repeats dropped, in the order written."""
+        return parse_user_tags(self.user_metadata.get("tags"))
 
     @property
     def preferred_weight(self) -> float | None:

@@ -20,7 +20,7 @@ from lora_ext.library.entry import LoraEntry
 from lora_ext.library.items import shown_entries
 from lora_ext.library.search_terms import dataset_tags, hash_terms
 from lora_ext.library.usable_names import unusable_hint, usable_tag_name
-from lora_ext.ui.tagfilter import card_tags, top_tags
+from lora_ext.ui.tagfilter import card_tags, listed_tags
 
 #: Architectures a checkpoint can be; a card of another known architecture is marked as a mismatch (USERS C18).
 LOADABLE_ARCHS = ("SD1", "SD2", "SDXL")
@@ -113,7 +113,7 @@ def search_tags(metadata: dict[str, Any], limit: int = SEARCH_TAGS) -> list[str]
 
 def _search_text(entry: LoraEntry, tags: list[str], hashes: Any | None = None) -> str:
     parts = [entry.name, entry.alias, entry.relpath, entry.description, entry.activation_text, entry.arch]
-    parts += [str(entry.user_metadata.get("notes", ""))]
+    parts += [str(entry.user_metadata.get("notes", "")), *entry.user_tags]
     if entry.civitai is not None:
         parts += list(entry.civitai.trained_words) + [entry.civitai.base_model]
     parts += hash_terms(entry, hashes)
@@ -257,8 +257,8 @@ def card_data(
     library: Any | None = None,
 ) -> dict[str, Any]:
     """Everything the browser needs to show the tab: ``{"default_multiplier", "model_arch", "page_size", "tags",
-    "cards"}``; ``tags`` = the tag filter's list, ``[tag, number of cards]`` most common first
-    (``lora_ext.ui.tagfilter``; search-only cards are not counted).
+    "cards"}``; ``tags`` = the tag filter's list, ``[tag, number of cards, "user" | "training"]``, the user's own
+    tags first (``lora_ext.ui.tagfilter.listed_tags``; search-only cards are not counted).
 
     Each card: ``name`` (unique key, ``entry_keys``), ``tag_name`` (what ``<lora:NAME:W>`` uses; None for a shadowed
     file), ``weight`` (preferred weight as text or None = default multiplier at click time), ``activation``,
@@ -287,8 +287,10 @@ def card_data(
     order = sorted(range(len(items)), key=lambda i: _natural(items[i].relpath))
     rank = {i: r for r, i in enumerate(order)}
     searched = [search_tags(e.metadata) for e in items]
-    filter_tags = [card_tags(t) for t in searched]
-    listed = top_tags([t for (_, search_only), t in zip(shown, filter_tags, strict=True) if not search_only])
+    training = [card_tags(t) for t in searched]
+    user = [card_tags(e.user_tags) for e in items]
+    visible = [i for i, (_, search_only) in enumerate(shown) if not search_only]
+    listed = listed_tags([user[i] for i in visible], [training[i] for i in visible])
     cards = [
         card_record(
             e,
@@ -303,14 +305,14 @@ def card_data(
         )
         for i, e in enumerate(items)
     ]
-    wanted = {t for t, _ in listed}
-    for card, tags in zip(cards, filter_tags, strict=True):
-        card["tags"] = [t for t in tags if t in wanted]
+    wanted = {t for t, _, _ in listed}
+    for card, mine, trained in zip(cards, user, training, strict=True):
+        card["tags"] = [t for t in dict.fromkeys(mine + trained) if t in wanted]
     return {
         "default_multiplier": default_multiplier,
         "model_arch": model_arch,
         "page_size": page_size,
-        "tags": [[t, n] for t, n in listed],
+        "tags": [[t, n, kind] for t, n, kind in listed],
         "cards": cards,
     }
 

@@ -179,7 +179,8 @@ def _tag_button(prefix: str, tag: str) -> str:
 
 
 def editor_values(entry: LoraEntry) -> dict[str, Any]:
-    """Values of the user-metadata editor fields from ``{name}.json`` (A1111 editor keys, USERS C6)."""
+    """Values of the user-metadata editor fields from ``{name}.json`` (A1111 editor keys, USERS C6; ``tags``: the
+    user's own tags, comma-separated, C17)."""
     um = entry.user_metadata
     version = um.get("sd version", "")
     weight = um.get("preferred weight", 0)
@@ -194,6 +195,7 @@ def editor_values(entry: LoraEntry) -> dict[str, Any]:
         "preferred weight": weight,
         "negative text": str(um.get("negative text", "")),
         "notes": str(um.get("notes", "")),
+        "tags": ", ".join(entry.user_tags),
     }
 
 

@@ -1,6 +1,6 @@
 """The LoRA tab: one Gradio component used inside A1111 (``on_ui_tabs``) and in the standalone app.
 
-Layout: a static browser block (search, sort, architecture, training-tag and favourites filters, descriptions on
+Layout: a static browser block (search, sort, architecture, tag (user and training) and favourites filters, descriptions on
 cards, folder tree, card grid, pages) driven by javascript/lora_ext.js; a data block (JSON of ``lora_ext.ui.cards.card_data``) that Python replaces on
 refresh; hidden textbox + button pairs through which the browser sends "favourite" and "inspect" clicks; and the
 inspector with the user-metadata editor. Works with gradio 3.41 (A1111 1.10) and gradio 4.
@@ -20,7 +20,7 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import Problem, is_problem
-from lora_ext.library.entry import LoraEntry
+from lora_ext.library.entry import LoraEntry, parse_user_tags
 from lora_ext.ui.browser import browser_html
 from lora_ext.ui.cards import card_data, data_block_html, entry_keys, no_preview
 from lora_ext.ui.inspector import SD_VERSIONS, editor_values, inspector_html, merged_user_metadata
@@ -145,6 +145,10 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
                 notes = gr.Textbox(label="Notes", lines=2, elem_id=f"{prefix}_insp_notes")
             activation = gr.Textbox(label="Activation text", elem_id=f"{prefix}_insp_activation")
             negative = gr.Textbox(label="Negative text", elem_id=f"{prefix}_insp_negative")
+            tags = gr.Textbox(
+                label="Tags (your own, comma-separated; the tag filter lists them first)",
+                elem_id=f"{prefix}_insp_tags",
+            )
             with gr.Row():
                 weight = gr.Number(
                     label="Preferred weight (0 = default multiplier; negative allowed)",
@@ -164,7 +168,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
                 )
             insp_status = gr.HTML("", elem_id=f"{prefix}_insp_status")
 
-    editor = [description, notes, activation, negative, weight, version]
+    editor = [description, notes, activation, negative, weight, version, tags]
 
     def select(name: str):
         entry = _find(host, name)
@@ -187,13 +191,14 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             v["negative text"],
             v["preferred weight"],
             v["sd version"],
+            v["tags"],
         ]
 
     def write(entry: LoraEntry, data_: dict) -> str | None:
         result = host.library.write_user_metadata(entry, data_)
         return str(result) if isinstance(result, Problem) else None
 
-    def save_meta(name, desc, notes_, act, neg, w, ver):
+    def save_meta(name, desc, notes_, act, neg, w, ver, tags_):
         entry = _find(host, name)
         if entry is None:
             return gr.update(), "Select a LoRA first (the i button of a card)."
@@ -204,6 +209,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             "negative text": neg or "",
             "preferred weight": float(w or 0),
             "sd version": ver or "",
+            "tags": parse_user_tags(tags_ or "") or None,  # None: no tags, the key is removed
         }
         problem = write(entry, merged_user_metadata(entry, edits))
         if problem:

@@ -1,7 +1,7 @@
 """The LoRA user-metadata editor on the Extra Networks page (A1111_CONTRACT §5, USERS C6, C7, C21).
 
 Fields of ``{name}.json``: description, sd version, activation text, preferred weight (any sign; 0 = use the default
-multiplier), negative text, notes. Saving goes through the library, which merges into the existing JSON so keys
+multiplier), negative text, notes, and lora_ext's own ``tags`` (the user's tags, C17; the built-in has no such field). Saving goes through the library, which merges into the existing JSON so keys
 written by other tools survive, and never touches the LoRA file. The left column shows the training info table; the
 training tags (``ss_tag_frequency``) are clickable and toggle themselves in the activation text.
 Imported only when the webui builds the page's editor (gradio is the webui's own dependency).
@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from lora_ext.errors import Problem
+from lora_ext.library.entry import parse_user_tags
 from lora_ext.library.search_terms import dataset_tags
 
 SD_VERSIONS = ["SD1", "SD2", "SDXL", "Unknown"]
@@ -87,6 +88,7 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
             self.edit_activation_text = None
             self.slider_preferred_weight = None
             self.edit_negative_text = None
+            self.edit_tags = None
 
         def entry(self, name: str) -> Any:
             item = self.page.items.get(name, {})
@@ -113,11 +115,14 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
                 user.get("activation text", ""),
                 weight,
                 user.get("negative text", ""),
+                ", ".join(parse_user_tags(user.get("tags"))),
             ]
 
         def save_lora_user_metadata(
-            self, name, desc, sd_version, activation_text, preferred_weight, negative_text, notes
+            self, name, desc, sd_version, activation_text, preferred_weight, negative_text, notes, tags=None
         ):
+            """The built-in's save signature, plus ``tags`` (comma-separated text; None leaves them as they are,
+            empty text removes them)."""
             entry = self.entry(name)
             data = {
                 "description": desc,
@@ -127,9 +132,15 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
                 "negative text": negative_text,
                 "notes": notes,
             }
+            if tags is not None:
+                data["tags"] = parse_user_tags(tags) or None
             if entry is None:  # not in the library (yet): plain whole-dict write like the webui
                 user = self.get_user_metadata(name)
-                user.update(data)
+                for key, value in data.items():
+                    if value is None:
+                        user.pop(key, None)
+                    else:
+                        user[key] = value
                 self.write_user_metadata(name, user)
                 return
             result = host.library.write_user_metadata(entry, data)
@@ -162,6 +173,9 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
             self.edit_negative_text = gr.Text(
                 label="Negative prompt", info="Will be added to negative prompts"
             )
+            self.edit_tags = gr.Text(
+                label="Tags", info="Your own tags, comma-separated: searchable here, a filter on the LoRA tab"
+            )
             self.edit_notes = gr.TextArea(label="Notes", lines=4)
 
             def select_tag(activation_text, evt: gr.SelectData):
@@ -186,6 +200,7 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
                 self.edit_activation_text,
                 self.slider_preferred_weight,
                 self.edit_negative_text,
+                self.edit_tags,
             ]
             self.button_edit.click(
                 fn=self.put_values_into_components, inputs=[self.edit_name_input], outputs=viewed
@@ -197,6 +212,7 @@ def make_editor(ui: Any, tabname: str, page: Any, host: Any) -> Any:
                 self.slider_preferred_weight,
                 self.edit_negative_text,
                 self.edit_notes,
+                self.edit_tags,
             ]
             self.setup_save_handler(self.button_save, self.save_lora_user_metadata, edited)
 

@@ -135,7 +135,7 @@ def make_page(host: Any) -> Any:
             negative = quote_js(f"({entry.negative_text}:1)") if entry.negative_text else quote_js("")
             description = entry.description or ""
             shorthash, hash_search = search_hashes(host.library, entry)
-            search_terms = [self.search_terms_from_path(entry.path), *hash_search]
+            search_terms = [self.search_terms_from_path(entry.path), *hash_search, *entry.user_tags]
             if usable is None:  # a click inserts nothing; the card says why (``prompt`` stays the built-in's)
                 description = f"[{unusable_hint(entry)}] {description}".strip()
             if mismatch:
