@@ -111,16 +111,10 @@ function loraExtToggleTag(prompt, tag, activation, sep) {
     return loraExtToggleCard(prompt, tag, activation, sep).prompt;
 }
 
-// Negative text: `add` true appends it (once), false removes the last occurrence with its separator.
+// Negative text on our LoRA tab, written bare: `add` true appends it unless it is already there (bare or as the
+// webui page's "(TEXT:W)"), false removes the last of either form with its separator (loraExtToggleNegative).
 function loraExtToggleText(prompt, text, sep, add) {
-    if (!text) {
-        return prompt;
-    }
-    var at = prompt.lastIndexOf(text);
-    if (add) {
-        return at >= 0 ? prompt : loraExtAppend(prompt, text, sep);
-    }
-    return at >= 0 ? loraExtCut(prompt, at, at + text.length, sep) : prompt;
+    return loraExtToggleNegative(prompt, text, sep, add, false);
 }
 
 // The tag a card inserts: <lora:NAME:W>, W = the card's preferred weight, else the default multiplier.
@@ -149,18 +143,38 @@ function loraExtFindWeighted(prompt, text) {
     return null;
 }
 
-// The webui page's negative text, written "(TEXT:1)" as the page's negative_prompt has it (CONTRACT §4.4): `add`
-// true appends it unless a "(TEXT:W)" is already there; false removes the last "(TEXT:W)" whatever W became, with
-// its separator.
+// The webui page's negative text, written "(TEXT:1)" as the page's negative_prompt has it (CONTRACT §4.4); the
+// same toggle as loraExtToggleText otherwise.
 function loraExtToggleWeighted(prompt, text, sep, add) {
+    return loraExtToggleNegative(prompt, text, sep, add, true);
+}
+
+// Start of the last bare `text` in `prompt` that is not the inside of a "(TEXT:W)", or -1. Plain string search.
+function loraExtFindBare(prompt, text) {
+    var at = prompt.lastIndexOf(text);
+    while (at > 0 && prompt.charAt(at - 1) === "(") {
+        at = prompt.lastIndexOf(text, at - 1);
+    }
+    return at;
+}
+
+// A card's negative text, as our tab writes it (bare) or as the webui's Lora page writes it ("(TEXT:1)",
+// `weighted`). `add` true appends it in that form unless either form is already there; false removes the last
+// "(TEXT:W)" whatever W became, else the last bare TEXT, with its separator. So a second click on either page
+// takes out what a first click on the other put in.
+function loraExtToggleNegative(prompt, text, sep, add, weighted) {
     if (!text) {
         return prompt;
     }
     var found = loraExtFindWeighted(prompt, text);
+    var bare = found ? -1 : loraExtFindBare(prompt, text);
     if (add) {
-        return found ? prompt : loraExtAppend(prompt, "(" + text + ":1)", sep);
+        return found || bare >= 0 ? prompt : loraExtAppend(prompt, weighted ? "(" + text + ":1)" : text, sep);
     }
-    return found ? loraExtCut(prompt, found.start, found.end, sep) : prompt;
+    if (found) {
+        return loraExtCut(prompt, found.start, found.end, sep);
+    }
+    return bare >= 0 ? loraExtCut(prompt, bare, bare + text.length, sep) : prompt;
 }
 
 // A click on a card of the webui's own Extra Networks "Lora" page, on the texts of the prompt boxes:

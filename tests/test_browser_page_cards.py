@@ -237,6 +237,12 @@ def test_negative_text_toggle_matches_any_weight(page):
             loraExtToggleWeighted('ugly, (bad (hands):-1e-1), blurry', 'bad (hands)', ', ', false),
             loraExtToggleWeighted('ugly, (bad (hands):lots)', 'bad (hands)', ', ', false),
             loraExtToggleWeighted('a.b', 'a+b', ', ', false),
+            // what our LoRA tab wrote (bare) is taken out by the page, and the other way round
+            loraExtToggleWeighted('ugly, blurry', 'blurry', ', ', true),
+            loraExtToggleWeighted('ugly, blurry', 'blurry', ', ', false),
+            loraExtToggleText('ugly, (blurry:1.2)', 'blurry', ', ', true),
+            loraExtToggleText('ugly, (blurry:1.2), x', 'blurry', ', ', false),
+            loraExtToggleText('ugly, (blurry:lots)', 'blurry', ', ', false),
         ]"""
     )
     assert got == [
@@ -245,4 +251,9 @@ def test_negative_text_toggle_matches_any_weight(page):
         "ugly, blurry",
         "ugly, (bad (hands):lots)",
         "a.b",
+        "ugly, blurry",
+        "ugly",
+        "ugly, (blurry:1.2)",
+        "ugly, x",
+        "ugly, (blurry:lots)",  # not a weight: neither form is there, nothing is cut out of it
     ]
