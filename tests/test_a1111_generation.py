@@ -181,6 +181,24 @@ def test_cond_cache_never_serves_conds_of_another_lora_set(webui, lora_store):
     assert not torch.equal(p3.c, p1.c)
 
 
+def test_cond_cache_guard_holds_across_a_ui_reload(webui, lora_store):
+    """§8.2 step 6 across a UI reload: the scripts (and our host) are loaded anew while the webui's class-level cond
+    cache stays. A file replaced behind the same tag after the reload must not get the conds cached before it."""
+    webui.load_model("sd1")
+    install(lora_store["x_sd1"], webui.lora_dir, "x")
+    _, p1 = webui.txt2img("a photo <lora:x:1>")
+    before = lora_host()
+    webui.stop()
+    webui.start()  # "Reload UI": script_unloaded, then the scripts load again (§2)
+    assert lora_host() is not before
+    path = install(lora_store["y_sd1"], webui.lora_dir, "x")  # same name, other weights
+    os.utime(path, ns=(1, 10**18))
+    _, p2 = webui.txt2img("a photo <lora:x:1>")
+    assert not torch.equal(p2.c, p1.c)
+    _, p3 = webui.txt2img("a photo <lora:x:1>")
+    assert torch.equal(p3.c, p2.c)
+
+
 def test_host_state_is_one_object_per_script_load(webui):
     host = lora_host()
     assert host is not None

@@ -408,12 +408,13 @@ class A1111Host:
         """Clear the webui's cond caches when the same tags now mean other weights (file replaced, failed patch, ...).
 
         The webui keys cached conds by the prompt's extra-network data; that is only safe while the same data always
-        leads to the same weights (A1111_CONTRACT §8.2 step 6).
+        leads to the same weights (A1111_CONTRACT §8.2 step 6). Tags this host has not applied before clear the
+        caches too: the webui's caches outlive a UI reload, which loads a new host that cannot vouch for them.
         """
         key = repr([list(getattr(x, "items", x)) for x in params_list]) + ("|hr" if hires else "")
         previous = self._cond_signatures.get(key)
         self._cond_signatures[key] = signature
-        if previous is None or previous == signature:
+        if previous == signature:
             return
         for attr in ("cached_c", "cached_uc", "cached_hr_c", "cached_hr_uc"):
             cache = getattr(p, attr, None)
