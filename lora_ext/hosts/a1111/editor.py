@@ -4,7 +4,8 @@ Fields of ``{name}.json``: description, sd version, activation text, preferred w
 multiplier), negative text, notes, and lora_ext's own ``tags`` (the user's tags, C17; the built-in has no such
 field). Saving goes through the library, which merges into the existing JSON so keys written by other tools survive,
 and never touches the LoRA file. The left column shows the training info table; the training tags
-(``ss_tag_frequency``) are clickable and toggle themselves in the activation text. Imported only when the webui builds the page's editor (gradio is the webui's own dependency).
+(``ss_tag_frequency``) are clickable and toggle themselves in the activation text. Imported only when the webui
+builds the page's editor (gradio is the webui's own dependency).
 """
 
 from __future__ import annotations
