@@ -231,6 +231,7 @@ def test_standalone_app_cards_insert_generate_inspect(runtime):
         )
         assert saved["negative text"] == "blurry"
         assert saved["tags"] == ["My Picks", "ink"]
+        wait_value(page, "#lora_ext_insp_tags textarea", "My Picks, ink")  # the field shows what was saved
         # the tag filter lists the user's tags first, in their own group, and filters on them
         page.wait_for_selector(
             ".lora-ext-tagfilter optgroup[label='Your tags'] option[value='my picks']", state="attached"

@@ -73,12 +73,18 @@ def test_html_escapes_user_text_and_keeps_card_dom():
     evil = entry(
         'we<ird>/x"y&z',
         alias="<script>alert(1)</script>",
-        user_metadata={"activation text": "<b>bold</b>"},
+        user_metadata={"activation text": "<b>bold</b>", "tags": ['<i>x"', "ink"]},
     )
     card = card_data([evil])["cards"][0]
     html = card["html"]
-    assert "<script>" not in html and "<b>" not in html
+    assert "<script>" not in html and "<b>" not in html and "<i>" not in html
     assert "&lt;script&gt;" in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    # the user's own tags: one line on the card, and its tooltip (C17)
+    assert (
+        '<div class="lora-ext-usertags" title="Your tags: #&lt;i&gt;x&quot; #ink">#&lt;i&gt;x&quot; #ink</div>'
+        in html
+    )
+    assert "lora-ext-usertags" not in card_data([entry("plain")])["cards"][0]["html"]
     assert 'data-name="we&lt;ird&gt;/x&quot;y&amp;z"' in html
     assert html.startswith('<div class="lora-ext-card card"')  # C22
 

@@ -201,7 +201,8 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     def save_meta(name, desc, notes_, act, neg, w, ver, tags_):
         entry = _find(host, name)
         if entry is None:
-            return gr.update(), "Select a LoRA first (the i button of a card)."
+            return gr.update(), "Select a LoRA first (the i button of a card).", gr.update()
+        mine = parse_user_tags(tags_ or "")
         edits = {
             "description": desc or "",
             "notes": notes_ or "",
@@ -209,13 +210,14 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
             "negative text": neg or "",
             "preferred weight": float(w or 0),
             "sd version": ver or "",
-            "tags": parse_user_tags(tags_ or "") or None,  # None: no tags, the key is removed
+            "tags": mine or None,  # None: no tags, the key is removed
         }
         problem = write(entry, merged_user_metadata(entry, edits))
         if problem:
-            return gr.update(), html.escape(problem)
+            return gr.update(), html.escape(problem), gr.update()
         host.library.refresh()
-        return data_now(), f"Saved {html.escape(Path(entry.path).stem)}.json"
+        # the tags field shows what was saved (stripped, repeats dropped)
+        return data_now(), f"Saved {html.escape(Path(entry.path).stem)}.json", ", ".join(mine)
 
     def toggle_fav(name):
         entry = _find(host, name)
@@ -245,7 +247,7 @@ def build_lora_tab(host: TabHost, prefix: str = "lora_ext") -> LoraTab:
     sel_button.click(select, inputs=[sel_name], outputs=[info] + editor, queue=False)
     fav_button.click(toggle_fav, inputs=[fav_name], outputs=[data, status], queue=False)
     sync_button.click(sync, inputs=[sync_name], outputs=[data], queue=False)
-    save.click(save_meta, inputs=[sel_name] + editor, outputs=[data, insp_status])
+    save.click(save_meta, inputs=[sel_name] + editor, outputs=[data, insp_status, tags])
     preview.click(replace_preview, inputs=[sel_name], outputs=[data, insp_status])
 
     root = _root_block()
