@@ -188,13 +188,9 @@ def card_html(
         parts += [esc(entry.activation_text), "</div>"]
     if entry.user_tags:
         text = " ".join("#" + t for t in entry.user_tags)
-        parts += [
-            '<div class="lora-ext-usertags" title="Your tags: ',
-            esc(text, quote=True),
-            '">',
-            esc(text),
-            "</div>",
-        ]
+        parts.append(
+            f'<div class="lora-ext-usertags" title="Your tags: {esc(text, quote=True)}">{esc(text)}</div>'
+        )
     parts.append("</div></div>")
     return "".join(parts)
 
