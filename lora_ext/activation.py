@@ -21,7 +21,6 @@ No webui imports: hosts pass ``lookup`` and ``resolve`` callables.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,7 +38,7 @@ from lora_ext.schedules import (
     parse_schedule,
     parse_window,
 )
-from lora_ext.syntax import LoraRequest
+from lora_ext.syntax import LoraRequest, to_weight
 
 #: Named arguments of a tag that set the hires-pass weights.
 HIRES_KEYS = ("hr", "hrte", "hrunet")
@@ -279,8 +278,5 @@ def _weight(text: str) -> Weight | str:
     if is_schedule_text(text):
         schedule = parse_schedule(text)
         return schedule if isinstance(schedule, Schedule) else f"a valid step schedule ({schedule})"
-    try:
-        value = float(text)
-    except (TypeError, ValueError, OverflowError):
-        return "a number"
-    return value if math.isfinite(value) else "a number"
+    value = to_weight(text)
+    return "a number" if value is None else value

@@ -294,7 +294,7 @@ def format_tag(
 def card_weight(preferred: object, default_multiplier: float) -> float:
     """The weight a card click writes: the LoRA's preferred weight, unless it is 0, empty or unreadable, in which
     case A1111's "default multiplier" option (USERS C6, C7: preferred weight 0 means "use the default")."""
-    weight = _to_weight(preferred)
+    weight = to_weight(preferred)
     return float(default_multiplier) if weight is None or weight == 0 else weight
 
 
@@ -326,7 +326,7 @@ def _argument(
     return value
 
 
-def _to_weight(value: object) -> float | None:
+def to_weight(value: object) -> float | None:
     """``float(value)`` when it is a finite number (A1111 uses ``float()``); None otherwise."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return None
@@ -338,11 +338,11 @@ def _to_weight(value: object) -> float | None:
 
 
 def _to_weight_or_schedule(value: object) -> float | Schedule | None:
-    """A plain weight (``_to_weight``) or, for text with an ``@``, a keyframe schedule; None when neither."""
+    """A plain weight (``to_weight``) or, for text with an ``@``, a keyframe schedule; None when neither."""
     if is_schedule_text(value):
         schedule = parse_schedule(str(value))
         return schedule if isinstance(schedule, Schedule) else None
-    return _to_weight(value)
+    return to_weight(value)
 
 
 def _split_weight(weight: float | Schedule) -> tuple[float, Schedule | None]:
