@@ -36,7 +36,8 @@ def browser_html(prefix: str) -> str:
         '<button class="lora-ext-order" title="Ascending / descending">↑</button>'
         f'<select class="lora-ext-arch" aria-label="Architecture"><option value="all">All architectures</option>'
         f"{archs}</select>"
-        '<select class="lora-ext-tagfilter" aria-label="Tag" title="Only LoRAs with this tag: your own (set in the inspector) or one it was trained with">'
+        '<select class="lora-ext-tagfilter" aria-label="Tag" '
+        'title="Only LoRAs with this tag: your own (set in the inspector) or one it was trained with">'
         '<option value="">All tags</option></select>'
         '<label class="lora-ext-favlabel"><input type="checkbox" class="lora-ext-favonly"> ★ only</label>'
         f'<select class="lora-ext-descmode" aria-label="Descriptions on cards">{descs}</select>'

@@ -1,9 +1,10 @@
 """The LoRA tab: one Gradio component used inside A1111 (``on_ui_tabs``) and in the standalone app.
 
-Layout: a static browser block (search, sort, architecture, tag (user and training) and favourites filters, descriptions on
-cards, folder tree, card grid, pages) driven by javascript/lora_ext.js; a data block (JSON of ``lora_ext.ui.cards.card_data``) that Python replaces on
-refresh; hidden textbox + button pairs through which the browser sends "favourite" and "inspect" clicks; and the
-inspector with the user-metadata editor. Works with gradio 3.41 (A1111 1.10) and gradio 4.
+Layout: a static browser block (search, sort, architecture, tag (user and training) and favourites filters,
+descriptions on cards, folder tree, card grid, pages) driven by javascript/lora_ext.js; a data block (JSON of
+``lora_ext.ui.cards.card_data``) that Python replaces on refresh; hidden textbox + button pairs through which the
+browser sends "favourite" and "inspect" clicks; and the inspector with the user-metadata editor. Works with gradio
+3.41 (A1111 1.10) and gradio 4.
 
 Element ids are prefixed with ``prefix`` (default ``lora_ext``) so they never clash with the webui's.
 """
