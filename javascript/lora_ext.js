@@ -518,7 +518,7 @@ function loraExtShowDescriptions(grid, cards, mode) {
             div.textContent = text;
         }
         div.title = div.textContent;
-        box.insertBefore(div, box.querySelector(".lora-ext-activation, .lora-ext-problem"));
+        box.insertBefore(div, box.querySelector(".lora-ext-activation, .lora-ext-problem, .lora-ext-usertags"));
     }
 }
 

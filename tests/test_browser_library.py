@@ -225,6 +225,24 @@ def test_descriptions_keep_the_card_size_and_every_card_shows(page):
     page.select_option(".lora-ext-descmode", "off")
 
 
+def test_a_description_goes_above_the_activation_and_the_user_tags(page):
+    entries = [
+        entry("tags_only", description="about it", user_metadata={"tags": ["mine"]}),
+        entry("both", description="about it", user_metadata={"tags": ["mine"], "activation text": "ink"}),
+    ]
+    mount(page, "order", card_data(entries))
+    page.select_option(".lora-ext-descmode", "text")
+    order = page.eval_on_selector_all(
+        ".lora-ext-grid .lora-ext-card",
+        "cs => cs.map(c => [...c.querySelector('.lora-ext-text').children].map(e => e.className.split(' ')[0]))",
+    )
+    assert order == [  # path order: "both", then "tags_only"
+        ["lora-ext-name", "lora-ext-desc", "lora-ext-activation", "lora-ext-usertags"],
+        ["lora-ext-name", "lora-ext-desc", "lora-ext-usertags"],
+    ]
+    page.select_option(".lora-ext-descmode", "off")
+
+
 def _tagged(relpath: str, *tags: str, **kw):
     return entry(relpath, metadata={"ss_tag_frequency": {"5_x": {t: 2 for t in tags}}}, **kw)
 
